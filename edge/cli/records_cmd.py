@@ -1,0 +1,124 @@
+"""`edge records list|verify|export`: read and audit the local record chain."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edge.cli.common import config_option, emit_json, get_config, json_option
+from edge.errors import EXIT_NEGATIVE, BadInput
+from edge.keys import device_id_for, load_signing_key, verify_key_from_b64
+from edge.records import verify_chain
+from edge.store import Store
+
+
+def open_store() -> Store:
+    cfg = get_config()
+    return Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+
+
+@click.group("records")
+def records_group() -> None:
+    """List, verify and export the signed records."""
+
+
+@records_group.command("list")
+@config_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def list_cmd(limit: int, as_json: bool) -> None:
+    """The newest records with their outbox state."""
+    store = open_store()
+    rows = store.conn.execute(
+        "SELECT r.seq, r.id, r.captured_at, r.kpm_id, r.programme, r.period, r.decision,"
+        " COALESCE(o.state, 'purged') FROM records r LEFT JOIN outbox o ON o.record_id = r.id"
+        " ORDER BY r.seq DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    keys = ("seq", "id", "captured_at", "kpm_id", "programme", "period", "decision", "outbox")
+    items = [dict(zip(keys, r, strict=True)) for r in rows]
+    if as_json:
+        emit_json(items)
+        return
+    for it in items:
+        click.echo(
+            f"{it['seq']:>7} {it['captured_at']} {it['kpm_id']:<20} {it['programme']:<8}"
+            f" {it['decision']:<14} {it['outbox']}"
+        )
+
+
+@records_group.command("verify")
+@config_option
+@click.option("--public-key", help="Device public key (base64); default: the local device key.")
+@json_option
+def verify_cmd(public_key: str | None, as_json: bool) -> None:
+    """Check every signature and the whole chain; exit 1 naming the first bad seq."""
+    store = open_store()
+    cfg = get_config()
+    if public_key:
+        try:
+            vk = verify_key_from_b64(public_key)
+        except ValueError as exc:
+            raise BadInput(f"--public-key: {exc}") from None
+    else:
+        vk = load_signing_key(cfg.device.key_path).verify_key
+    start_seq, start_hash = store.chain_anchor()
+
+    def parsed() -> object:
+        for seq, body in store.iter_bodies():
+            try:
+                yield json.loads(body)
+            except json.JSONDecodeError:
+                yield {"seq": seq, "_unparseable": True}
+
+    count, problem = verify_chain(
+        parsed(),  # type: ignore[arg-type]
+        vk,
+        device_id=device_id_for(vk),
+        start_seq=start_seq + 1,
+        start_hash=start_hash,
+    )
+    result = {
+        "ok": problem is None,
+        "checked": count,
+        "first_bad_seq": problem.seq if problem else None,
+        "reason": problem.reason if problem else None,
+    }
+    if as_json:
+        emit_json(result)
+    elif problem:
+        click.echo(
+            f"FAILED at seq {problem.seq}: {problem.reason} ({count} records good before it)"
+        )
+    else:
+        click.echo(f"OK: {count} records, signatures and chain intact")
+    if problem:
+        sys.exit(EXIT_NEGATIVE)
+
+
+@records_group.command("export")
+@config_option
+@click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), help="File (default stdout)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of JSON lines.")
+def export_cmd(out: Path | None, as_json: bool) -> None:
+    """Export the stored signed records exactly as signed (JSON lines, or --json array)."""
+    store = open_store()
+    stream = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
+    try:
+        if as_json:
+            stream.write("[")
+        for i, (_seq, body) in enumerate(store.iter_bodies()):
+            if as_json:
+                stream.write(("," if i else "") + "\n" + body)
+            else:
+                stream.write(body + "\n")
+        if as_json:
+            stream.write("\n]\n")
+    finally:
+        if out:
+            stream.close()

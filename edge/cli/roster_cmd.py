@@ -1,0 +1,67 @@
+"""`edge roster import|show`: accept only bundles HQ signed for this embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from nacl.signing import VerifyKey
+
+from edge.cli.common import config_option, emit_json, get_config, json_option
+from edge.config import Config, ConfigError
+from edge.keys import device_id_for, load_signing_key, verify_key_from_b64
+from edge.roster import load_bundle_file, verify_bundle
+from edge.store import Store
+
+
+def embedder_sha256(cfg: Config) -> str:
+    """The sha256 of the embedder this kiosk runs, from the models manifest (no TFLite load)."""
+    from edge.infer.manifest import load_manifest
+
+    return load_manifest(cfg.face.models_dir).embedder.sha256
+
+
+def hq_verify_key(cfg: Config) -> VerifyKey:
+    if not cfg.hq.signing_public_key:
+        raise ConfigError(cfg.source, "hq.signing_public_key", "not set: needed to verify rosters")
+    return verify_key_from_b64(cfg.hq.signing_public_key)
+
+
+@click.group("roster")
+def roster_group() -> None:
+    """Import and inspect roster bundles."""
+
+
+@roster_group.command("import")
+@config_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@json_option
+def import_cmd(file: Path, as_json: bool) -> None:
+    """Verify a signed bundle (HQ key, embedder, device) and store its entries."""
+    cfg = get_config()
+    obj = load_bundle_file(file)
+    device_id = None
+    if cfg.device.key_path.exists():
+        device_id = device_id_for(load_signing_key(cfg.device.key_path).verify_key)
+    bundle = verify_bundle(obj, hq_verify_key(cfg), embedder_sha256(cfg), device_id, str(file))
+    store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+    n = store.import_bundle(bundle)
+    store.log_event("roster_imported", bundle_id=bundle.bundle_id, entries=n, source="file")
+    if as_json:
+        emit_json({"bundle_id": bundle.bundle_id, "entries": n})
+    else:
+        click.echo(f"imported bundle {bundle.bundle_id}: {n} entries")
+
+
+@roster_group.command("show")
+@config_option
+@json_option
+def show_cmd(as_json: bool) -> None:
+    """What roster the kiosk holds now."""
+    cfg = get_config()
+    summary = Store(cfg.device.db_path, cfg.store.busy_timeout_ms).roster_summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        for k, v in summary.items():
+            click.echo(f"{k:<10} {v}")

@@ -1,0 +1,325 @@
+"""One typed, frozen configuration object loaded from TOML and validated once at start.
+
+Every section is a frozen dataclass; a field's metadata carries its bounds or
+choices so that the loader can refuse impossible values with a message a fleet
+admin understands (file, key, what is expected).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import BadInput
+
+DEFAULT_CONFIG_PATH = Path("/etc/bansos-edge/edge.toml")
+CONFIG_ENV = "BANSOS_EDGE_CONFIG"
+
+
+class ConfigError(BadInput):
+    """A config file is unreadable or one of its values is refused."""
+
+    def __init__(self, path: str | Path, key: str, expected: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.expected = expected
+        where = f"{self.path}: {key}" if key else self.path
+        super().__init__(f"{where}: {expected}")
+
+
+def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Where the kiosk keeps its state (database, device key)."""
+
+    state_dir: str = "/var/lib/bansos-edge"
+    label: str = ""
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.state_dir) / "device.key"
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.state_dir) / "edge.db"
+
+
+@dataclass(frozen=True)
+class HqConfig:
+    """HQ's public keys: Ed25519 for roster signatures, X25519 for sealing evidence."""
+
+    signing_public_key: str = ""
+    sealing_public_key: str = ""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    busy_timeout_ms: int = field(default=5000, metadata=_rng(0, 600_000))
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """The face pipeline: models, runtime, quality gates and the calibrated threshold."""
+
+    models_dir: str = ""
+    runtime: str = field(default="auto", metadata=_choices("auto", "tflite_runtime", "litert"))
+    threads: int = field(default=2, metadata=_rng(1, 16))
+    threshold: float = field(default=0.362, metadata=_rng(-1.0, 1.0))
+    detector_score: float = field(default=0.6, metadata=_rng(0.05, 0.99))
+    min_face_px: int = field(default=60, metadata=_rng(16, 2000))
+    min_sharpness: float = field(default=20.0, metadata=_rng(0.0, 1e6))
+    max_pose: float = field(default=0.45, metadata=_rng(0.0, 2.0))
+    min_brightness: float = field(default=40.0, metadata=_rng(0.0, 255.0))
+    max_brightness: float = field(default=220.0, metadata=_rng(0.0, 255.0))
+    burst_frames: int = field(default=5, metadata=_rng(1, 60))
+    min_good_frames: int = field(default=1, metadata=_rng(1, 60))
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Which camera backend to use; replay serves everywhere that is not a Pi."""
+
+    backend: str = field(default="replay", metadata=_choices("replay", "picamera2"))
+    replay_path: str = ""
+    replay_loop: bool = True
+    width: int = field(default=1280, metadata=_rng(160, 4608))
+    height: int = field(default=960, metadata=_rng(120, 3456))
+    settle_s: float = field(default=1.0, metadata=_rng(0.0, 30.0))
+    autofocus: bool = True
+    frame_timeout_s: float = field(default=3.0, metadata=_rng(0.1, 120.0))
+
+
+@dataclass(frozen=True)
+class GpsConfig:
+    """gpsd connection and how old or imprecise a fix may be."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=2947, metadata=_rng(1, 65535))
+    max_fix_age_s: float = field(default=10.0, metadata=_rng(0.1, 3600.0))
+    reconnect_min_s: float = field(default=0.5, metadata=_rng(0.05, 60.0))
+    reconnect_max_s: float = field(default=30.0, metadata=_rng(0.1, 3600.0))
+    clock_tolerance_s: float = field(default=2.0, metadata=_rng(0.1, 3600.0))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Broker, mTLS files and the session and backoff policy."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=8883, metadata=_rng(1, 65535))
+    tls: bool = True
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    topic_prefix: str = "kiosk"
+    keepalive_s: int = field(default=60, metadata=_rng(5, 3600))
+    session_expiry_s: int = field(default=7 * 86400, metadata=_rng(0, 4_294_967_295))
+    inflight: int = field(default=20, metadata=_rng(1, 1000))
+    reconnect_min_s: float = field(default=1.0, metadata=_rng(0.05, 600.0))
+    reconnect_max_s: float = field(default=300.0, metadata=_rng(0.1, 86400.0))
+    connect_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 600.0))
+    status_interval_s: float = field(default=60.0, metadata=_rng(1.0, 86400.0))
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    """Bounds and timers of the durable outbox."""
+
+    max_rows: int = field(default=200_000, metadata=_rng(1, 100_000_000))
+    max_bytes: int = field(default=1_073_741_824, metadata=_rng(1024, 1 << 40))
+    resend_after_s: float = field(default=120.0, metadata=_rng(1.0, 86400.0))
+    retention_days: float = field(default=30.0, metadata=_rng(0.0, 3650.0))
+    purge_interval_s: float = field(default=3600.0, metadata=_rng(1.0, 86400.0))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The local verification API used by the kiosk screen and `edge verify`."""
+
+    listen: str = "127.0.0.1:8470"
+    max_body_bytes: int = field(default=65536, metadata=_rng(256, 16_777_216))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole kiosk configuration; `source` names the file it came from."""
+
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    hq: HqConfig = field(default_factory=HqConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    gps: GpsConfig = field(default_factory=GpsConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    source: str = "<defaults>"
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(path: str, key: str, value: Any, typ: Any, meta: Any) -> Any:
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, key, f"expected true or false, got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, key, f"expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, key, f"expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(path, key, f"expected a finite number, got {value!r}")
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, key, f"expected a string, got {value!r}")
+        if "\x00" in value:
+            raise ConfigError(path, key, "expected a string without NUL characters")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(path, key, f"expected at least {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(path, key, f"expected at most {hi}, got {value!r}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(path, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _build_section(path: str, name: str, cls: Any, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, f"[{name}]", "expected a table (section)")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                path,
+                f"{name}.{key}",
+                f"unknown key; [{name}] accepts: {', '.join(sorted(known))}",
+            )
+    values = {}
+    for key, value in raw.items():
+        values[key] = _coerce(path, f"{name}.{key}", value, hints[key], known[key].metadata)
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config) -> None:
+    path = cfg.source
+    if cfg.face.min_brightness >= cfg.face.max_brightness:
+        raise ConfigError(path, "face.min_brightness", "expected less than face.max_brightness")
+    if cfg.face.min_good_frames > cfg.face.burst_frames:
+        raise ConfigError(path, "face.min_good_frames", "expected at most face.burst_frames")
+    if cfg.gps.reconnect_min_s > cfg.gps.reconnect_max_s:
+        raise ConfigError(path, "gps.reconnect_min_s", "expected at most gps.reconnect_max_s")
+    if cfg.mqtt.reconnect_min_s > cfg.mqtt.reconnect_max_s:
+        raise ConfigError(path, "mqtt.reconnect_min_s", "expected at most mqtt.reconnect_max_s")
+    if not cfg.device.state_dir:
+        raise ConfigError(path, "device.state_dir", "expected a directory path")
+    if cfg.mqtt.enabled and cfg.mqtt.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if not getattr(cfg.mqtt, key):
+                raise ConfigError(path, f"mqtt.{key}", "expected a file path when mqtt.tls is true")
+    for key in ("signing_public_key", "sealing_public_key"):
+        value = getattr(cfg.hq, key)
+        if value:
+            from edge.keys import decode_public_key
+
+            try:
+                decode_public_key(value)
+            except ValueError as exc:
+                raise ConfigError(path, f"hq.{key}", str(exc)) from None
+    _check_listen(path, cfg.api.listen)
+
+
+def _check_listen(path: str, listen: str) -> None:
+    if listen.startswith("unix:"):
+        if len(listen) <= len("unix:"):
+            raise ConfigError(path, "api.listen", "expected unix:/path/to/socket")
+        return
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(path, "api.listen", f"expected HOST:PORT or unix:/path, got {listen!r}")
+
+
+def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:
+    """Validate an already parsed TOML document into a Config."""
+    sections: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+    hints = typing.get_type_hints(Config)
+    for name, raw in data.items():
+        if name not in fields:
+            raise ConfigError(
+                source, f"[{name}]", f"unknown section; expected one of {', '.join(fields)}"
+            )
+        sections[name] = _build_section(source, name, hints[name], raw)
+    cfg = Config(**sections, source=source)
+    _cross_checks(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the config; `path` None means $BANSOS_EDGE_CONFIG or the default."""
+    if path is None:
+        env = os.environ.get(CONFIG_ENV)
+        path = Path(env) if env else DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found (pass --config PATH)") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def replace_section(cfg: Config, **sections: Any) -> Config:
+    """A copy of `cfg` with whole sections replaced (used by the demo and tests)."""
+    return dataclasses.replace(cfg, **sections)
+
+
+def config_to_toml(cfg: Config) -> str:
+    """Render a Config as TOML (every key), used to write the demo's config."""
+    lines: list[str] = []
+    for f in dataclasses.fields(cfg):
+        if f.name == "source":
+            continue
+        section = getattr(cfg, f.name)
+        lines.append(f"[{f.name}]")
+        for sf in dataclasses.fields(section):
+            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

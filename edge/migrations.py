@@ -1,0 +1,120 @@
+"""Named, ordered schema migrations, recorded in the database as they are applied.
+
+Like sqlite-utils' own migrations: each has a stable name; the `_migrations` table
+says which ran, so a kiosk upgraded across versions applies only what it lacks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
+
+
+def _m001_records(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE records (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            captured_at TEXT NOT NULL,
+            kpm_id TEXT NOT NULL,
+            programme TEXT NOT NULL,
+            period TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            body TEXT NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX records_kpm ON records (kpm_id, programme, period, decision)")
+
+
+def _m002_outbox(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE outbox (
+            record_id TEXT PRIMARY KEY REFERENCES records(id),
+            seq INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'acked')),
+            bytes INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            sent_at REAL,
+            acked_at REAL
+        )"""
+    )
+    conn.execute("CREATE INDEX outbox_state ON outbox (state, seq)")
+
+
+def _m003_roster(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE roster_bundles (
+            bundle_id TEXT PRIMARY KEY,
+            issued_at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            imported_at REAL NOT NULL,
+            entries INTEGER NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE roster (
+            kpm_id TEXT NOT NULL,
+            programme TEXT NOT NULL,
+            period TEXT NOT NULL,
+            bundle_id TEXT NOT NULL REFERENCES roster_bundles(bundle_id),
+            templates TEXT NOT NULL,
+            place TEXT,
+            PRIMARY KEY (kpm_id, programme, period)
+        )"""
+    )
+
+
+def _m004_events(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+MIGRATIONS: list[Migration] = [
+    ("001_records", _m001_records),
+    ("002_outbox", _m002_outbox),
+    ("003_roster", _m003_roster),
+    ("004_events_meta", _m004_events),
+]
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the missing migrations in order, each in its own transaction; returns their names."""
+    done = set(applied(conn))
+    ran = []
+    for name, fn in migrations:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if name in {r[0] for r in conn.execute("SELECT name FROM _migrations")}:
+                conn.execute("ROLLBACK")
+                continue
+            fn(conn)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        ran.append(name)
+    return ran

@@ -1,0 +1,291 @@
+"""The verification record: build, sign, chain, seal evidence, check. Pure: no SQLite, no MQTT.
+
+Signed bytes are the canonical JSON (sorted keys, no spaces, UTF-8) of the record
+without `sig`; `prev_hash` is the SHA-256 of the previous record's signed bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.public import PublicKey, SealedBox
+from nacl.signing import SigningKey, VerifyKey
+
+from edge.keys import b64, unb64
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+PROGRAMMES = ("sembako", "pkh")
+DECISIONS = (
+    "match",
+    "no_match",
+    "no_face",
+    "poor_quality",
+    "not_eligible",
+    "already_served",
+    "manual",
+)
+CLOCKS = ("gps", "ntp", "unsynced")
+GEOFENCE = ("inside", "outside", "unknown")
+EVIDENCE_ALG = "x25519-sealedbox"
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TEXT_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+
+
+class RecordInvalid(ValueError):
+    """A record fails a check; `reason` says which."""
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8, no NaN: the bytes that are hashed and signed."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def signed_bytes(record: Mapping[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in record.items() if k != "sig"})
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of the record's signed bytes: the next record's prev_hash."""
+    return hashlib.sha256(signed_bytes(record)).hexdigest()
+
+
+def new_record_id(now_ms: int | None = None) -> str:
+    """A UUIDv7: 48 bits of Unix milliseconds then randomness, so ids sort by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def utc_iso(ts: float) -> str:
+    """UTC time with milliseconds and a Z, the record's time format."""
+    return (
+        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{int(ts * 1000) % 1000:03d}Z"
+    )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What HQ may review: the aligned face crop (JPEG) and the embedding (float32 bytes)."""
+
+    crop_jpeg: bytes
+    embedding: bytes
+
+
+def seal_evidence(evidence: Evidence, hq_box_key: PublicKey) -> dict[str, str]:
+    """Seal to HQ's X25519 key; the device keeps no key that opens it."""
+    payload = canonical_json(
+        {"crop_jpeg": b64(evidence.crop_jpeg), "embedding_f32": b64(evidence.embedding)}
+    )
+    return {"alg": EVIDENCE_ALG, "ct": b64(SealedBox(hq_box_key).encrypt(payload))}
+
+
+def open_evidence(sealed: Mapping[str, Any], box_private: Any) -> Evidence:
+    """HQ only: unseal evidence with HQ's private X25519 key."""
+    data = json.loads(SealedBox(box_private).decrypt(unb64(str(sealed["ct"]), "evidence")))
+    return Evidence(unb64(data["crop_jpeg"]), unb64(data["embedding_f32"]))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the decision produced, before it becomes a chained, signed record."""
+
+    kpm_id: str
+    programme: str
+    period: str
+    officer_id: str
+    decision: str
+    score: float | None
+    threshold: float | None
+    model: str
+    captured_at: float
+    clock: str
+    geo: dict[str, Any] | None
+    geofence: str
+    frames_used: int = 0
+    reason: str | None = None
+    evidence: dict[str, str] | None = None
+
+
+def _round(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise RecordInvalid("score and threshold must be finite numbers")
+    return round(float(value), 6)
+
+
+def build_record(
+    v: Verification,
+    *,
+    device_id: str,
+    seq: int,
+    prev_hash: str,
+    key: SigningKey,
+    record_id: str | None = None,
+) -> dict[str, Any]:
+    """A signed record ready to store; raises RecordInvalid if the fields break the contract."""
+    geo = None
+    if v.geo is not None:
+        geo = {k: (_round(x) if isinstance(x, float) else x) for k, x in v.geo.items()}
+    record: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "id": record_id or new_record_id(int(v.captured_at * 1000)),
+        "device_id": device_id,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "kpm_id": v.kpm_id,
+        "programme": v.programme,
+        "period": v.period,
+        "officer_id": v.officer_id,
+        "decision": v.decision,
+        "reason": v.reason,
+        "score": _round(v.score),
+        "threshold": _round(v.threshold),
+        "model": v.model,
+        "captured_at": utc_iso(v.captured_at),
+        "clock": v.clock,
+        "geo": geo,
+        "geofence": v.geofence,
+        "frames_used": v.frames_used,
+        "evidence": v.evidence,
+    }
+    check_fields(record)
+    record["sig"] = b64(key.sign(signed_bytes(record)).signature)
+    return record
+
+
+def _need(cond: bool, reason: str) -> None:
+    if not cond:
+        raise RecordInvalid(reason)
+
+
+def check_fields(record: Mapping[str, Any]) -> None:
+    """Strict shape check of a record (without judging its signature)."""
+    expected = {
+        "v", "id", "device_id", "seq", "prev_hash", "kpm_id", "programme", "period",
+        "officer_id", "decision", "reason", "score", "threshold", "model", "captured_at",
+        "clock", "geo", "geofence", "frames_used", "evidence",
+    }  # fmt: skip
+    keys = set(record) - {"sig"}
+    _need(not (expected - keys), f"missing fields: {', '.join(sorted(expected - keys))}")
+    _need(not (keys - expected), f"unknown fields: {', '.join(sorted(keys - expected))}")
+    _need(record["v"] == SCHEMA_VERSION, f"unsupported schema version {record['v']!r}")
+    _need(isinstance(record["id"], str) and bool(_ID_RE.match(record["id"])), "id: not a UUIDv7")
+    for name in ("device_id", "kpm_id", "officer_id", "period"):
+        value = record[name]
+        _need(isinstance(value, str) and bool(_TEXT_ID.match(value)), f"{name}: invalid {value!r}")
+    seq = record["seq"]
+    _need(isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1, "seq: expected >= 1")
+    for name in ("prev_hash", "model"):
+        _need(
+            isinstance(record[name], str) and bool(_HEX64.match(record[name])),
+            f"{name}: not hex sha256",
+        )
+    _need(record["programme"] in PROGRAMMES, f"programme: {record['programme']!r}")
+    _need(record["decision"] in DECISIONS, f"decision: {record['decision']!r}")
+    _need(record["clock"] in CLOCKS, f"clock: {record['clock']!r}")
+    _need(record["geofence"] in GEOFENCE, f"geofence: {record['geofence']!r}")
+    _need(record["reason"] is None or isinstance(record["reason"], str), "reason: expected text")
+    for name in ("score", "threshold"):
+        x = record[name]
+        _need(
+            x is None or (isinstance(x, int | float) and not isinstance(x, bool)), f"{name}: number"
+        )
+    fu = record["frames_used"]
+    _need(
+        isinstance(fu, int) and not isinstance(fu, bool) and fu >= 0, "frames_used: expected >= 0"
+    )
+    _need(
+        isinstance(record["captured_at"], str) and record["captured_at"].endswith("Z"),
+        "captured_at",
+    )
+    geo = record["geo"]
+    if geo is not None:
+        _need(isinstance(geo, dict), "geo: expected an object or null")
+        _need({"lat", "lon", "eph_m", "mode", "fix_age_s"} <= set(geo), "geo: missing keys")
+        _need(isinstance(geo["lat"], int | float) and -90 <= geo["lat"] <= 90, "geo.lat")
+        _need(isinstance(geo["lon"], int | float) and -180 <= geo["lon"] <= 180, "geo.lon")
+    ev = record["evidence"]
+    if ev is not None:
+        _need(isinstance(ev, dict) and ev.get("alg") == EVIDENCE_ALG, "evidence: unknown format")
+        _need(isinstance(ev.get("ct"), str), "evidence.ct: expected base64 text")
+
+
+def check_signature(record: Mapping[str, Any], verify_key: VerifyKey) -> None:
+    sig = record.get("sig")
+    _need(isinstance(sig, str), "sig: missing")
+    try:
+        verify_key.verify(signed_bytes(record), unb64(str(sig), "sig"))
+    except (BadSignatureError, ValueError):
+        raise RecordInvalid("bad signature") from None
+
+
+def parse_record(payload: bytes) -> dict[str, Any]:
+    """Strict JSON parse of a record from the wire; RecordInvalid on anything odd."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordInvalid(f"malformed JSON: {exc}") from None
+    _need(isinstance(obj, dict), "expected a JSON object")
+    check_fields(obj)
+    return obj
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int
+    reason: str
+
+
+def verify_chain(
+    records: Iterable[Mapping[str, Any]],
+    verify_key: VerifyKey,
+    device_id: str | None = None,
+    start_seq: int = 1,
+    start_hash: str = GENESIS_HASH,
+) -> tuple[int, ChainProblem | None]:
+    """Check every signature and link in seq order; (count checked, first problem or None).
+
+    `start_seq`/`start_hash` anchor the chain after acked records were purged.
+    """
+    expected_seq = start_seq
+    prev = start_hash
+    count = 0
+    for record in records:
+        seq = record.get("seq")
+        where = seq if isinstance(seq, int) else expected_seq
+        try:
+            check_fields(record)
+            check_signature(record, verify_key)
+            _need(device_id is None or record["device_id"] == device_id, "device_id mismatch")
+            _need(record["seq"] == expected_seq, f"expected seq {expected_seq}, found {seq}")
+            _need(record["prev_hash"] == prev, "prev_hash does not match the previous record")
+        except RecordInvalid as exc:
+            return count, ChainProblem(
+                int(where) if isinstance(where, int) else expected_seq, str(exc)
+            )
+        prev = record_hash(record)
+        expected_seq += 1
+        count += 1
+    return count, None

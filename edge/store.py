@@ -1,0 +1,299 @@
+"""The kiosk's SQLite store: records with their outbox rows, roster, events, meta.
+
+WAL, synchronous=FULL and a busy timeout; a verification's record and its outbox
+row commit in one transaction, so a crash leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge.errors import BadInput
+from edge.keys import b64, unb64
+from edge.migrations import migrate
+from edge.records import GENESIS_HASH, canonical_json, record_hash
+from edge.roster import Bundle, RosterEntry
+
+SERVED_DECISIONS = ("match", "manual")
+
+
+class OutboxFull(Exception):
+    """The outbox holds as many rows or bytes as the config allows; refuse new records."""
+
+
+@dataclass(frozen=True)
+class OutboxLimits:
+    max_rows: int
+    max_bytes: int
+
+
+def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A connection in autocommit mode (we BEGIN explicitly) with the durability pragmas."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise BadInput(f"{path}: cannot open the database: {exc}") from None
+    return conn
+
+
+class Store:
+    """One database file; methods are safe to call from several threads."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path, busy_timeout_ms)
+        self.db = sqlite_utils.Database(self.conn)
+        self.lock = threading.RLock()
+        try:
+            with self.lock:
+                migrate(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"{self.path}: not a bansos-edge database: {exc}") from None
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    def transaction(self) -> _Tx:
+        return _Tx(self)
+
+    # -- records -------------------------------------------------------------
+    def chain_head(self) -> tuple[int, str]:
+        """(last seq, its hash), or the purge anchor, or (0, genesis)."""
+        row = self.conn.execute(
+            "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row:
+            return int(row[0]), str(row[1])
+        return self.chain_anchor()
+
+    def chain_anchor(self) -> tuple[int, str]:
+        """Where the stored chain starts: (seq before the first kept row, its hash)."""
+        seq = self.get_meta("anchor_seq")
+        return (int(seq), str(self.get_meta("anchor_hash"))) if seq else (0, GENESIS_HASH)
+
+    def append(
+        self,
+        build: Callable[[int, str], dict[str, Any]],
+        limits: OutboxLimits | None = None,
+    ) -> dict[str, Any]:
+        """Build the next record from (seq, prev_hash) and commit it with its outbox row."""
+        with self.lock, self.transaction():
+            if limits is not None:
+                rows, size = self.conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox WHERE state != 'acked'"
+                ).fetchone()
+                if rows >= limits.max_rows or size >= limits.max_bytes:
+                    raise OutboxFull(
+                        f"outbox full: {rows} records / {size} bytes waiting for HQ "
+                        f"(limits {limits.max_rows} / {limits.max_bytes}); connect to sync"
+                    )
+            seq, prev = self.chain_head()
+            record = build(seq + 1, prev)
+            body = canonical_json(record).decode("utf-8")
+            self.conn.execute(
+                "INSERT INTO records (seq, id, captured_at, kpm_id, programme, period, decision,"
+                " hash, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record["seq"],
+                    record["id"],
+                    record["captured_at"],
+                    record["kpm_id"],
+                    record["programme"],
+                    record["period"],
+                    record["decision"],
+                    record_hash(record),
+                    body,
+                ),
+            )
+            self.conn.execute(
+                "INSERT INTO outbox (record_id, seq, state, bytes, created_at)"
+                " VALUES (?, ?, 'pending', ?, ?)",
+                (record["id"], record["seq"], len(body.encode("utf-8")), time.time()),
+            )
+            return record
+
+    def iter_bodies(self) -> Iterator[tuple[int, str]]:
+        """(seq, stored JSON text) in seq order, read in pages so memory stays flat."""
+        last = -1
+        while True:
+            with self.lock:
+                rows = self.conn.execute(
+                    "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT 500", (last,)
+                ).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield int(seq), str(body)
+            last = int(rows[-1][0])
+
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        for _seq, body in self.iter_bodies():
+            yield json.loads(body)
+
+    def get_record(self, record_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT body FROM records WHERE id = ?", (record_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def served(self, kpm_id: str, programme: str, period: str) -> bool:
+        """Has this KPM already received this programme's aid this period (match or manual)?"""
+        row = self.conn.execute(
+            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+            " AND decision IN (?, ?) LIMIT 1",
+            (kpm_id, programme, period, *SERVED_DECISIONS),
+        ).fetchone()
+        return row is not None
+
+    # -- roster --------------------------------------------------------------
+    def import_bundle(self, bundle: Bundle) -> int:
+        """Store a verified bundle; its entries replace earlier ones for the same KPM and period."""
+        with self.lock, self.transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO roster_bundles (bundle_id, issued_at, model, imported_at,"
+                " entries) VALUES (?, ?, ?, ?, ?)",
+                (
+                    bundle.bundle_id,
+                    bundle.issued_at,
+                    bundle.model,
+                    time.time(),
+                    len(bundle.entries),
+                ),
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO roster (kpm_id, programme, period, bundle_id, templates,"
+                " place) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.kpm_id,
+                        e.programme,
+                        e.period,
+                        bundle.bundle_id,
+                        json.dumps([b64(t) for t in e.templates]),
+                        json.dumps(e.place) if e.place is not None else None,
+                    )
+                    for e in bundle.entries
+                ],
+            )
+        return len(bundle.entries)
+
+    def roster_entries(self, kpm_id: str) -> list[RosterEntry]:
+        rows = self.conn.execute(
+            "SELECT kpm_id, programme, period, templates, place FROM roster WHERE kpm_id = ?"
+            " ORDER BY period DESC, programme",
+            (kpm_id,),
+        ).fetchall()
+        return [
+            RosterEntry(
+                r[0],
+                r[1],
+                r[2],
+                tuple(unb64(t) for t in json.loads(r[3])),
+                json.loads(r[4]) if r[4] else None,
+            )
+            for r in rows
+        ]
+
+    def roster_summary(self) -> dict[str, Any]:
+        entries = int(self.conn.execute("SELECT COUNT(*) FROM roster").fetchone()[0])
+        row = self.conn.execute(
+            "SELECT bundle_id, issued_at, model FROM roster_bundles ORDER BY imported_at DESC LIMIT 1"
+        ).fetchone()
+        return {
+            "entries": entries,
+            "bundle_id": row[0] if row else None,
+            "issued_at": row[1] if row else None,
+            "model": row[2] if row else None,
+        }
+
+    # -- events and meta -----------------------------------------------------
+    def log_event(self, kind: str, **detail: Any) -> None:
+        """An audit event (never biometric data: callers pass ids and reasons only)."""
+        with self.lock:
+            self.conn.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+                (time.time(), kind, json.dumps(detail, sort_keys=True, default=str)),
+            )
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [{"at": r[0], "kind": r[1], **json.loads(r[2])} for r in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.lock:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )
+
+    # -- retention -------------------------------------------------------------
+    def purge_acked(self, acked_before: float) -> int:
+        """Delete the oldest records that HQ acked before `acked_before`, keeping the chain anchored.
+
+        Only a contiguous run from the lowest seq goes, so what stays still verifies
+        from the anchor (the last purged seq and its hash), kept in meta.
+        """
+        with self.lock, self.transaction():
+            rows = self.conn.execute(
+                "SELECT r.seq, r.hash, o.state, o.acked_at FROM records r"
+                " JOIN outbox o ON o.record_id = r.id ORDER BY r.seq LIMIT 5000"
+            ).fetchall()
+            last: tuple[int, str] | None = None
+            for seq, h, state, acked_at in rows:
+                if state != "acked" or acked_at is None or acked_at >= acked_before:
+                    break
+                last = (int(seq), str(h))
+            if last is None:
+                return 0
+            n = self.conn.execute("DELETE FROM outbox WHERE seq <= ?", (last[0],)).rowcount
+            self.conn.execute("DELETE FROM records WHERE seq <= ?", (last[0],))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('anchor_seq', ?), ('anchor_hash', ?)",
+                (str(last[0]), last[1]),
+            )
+            return int(n)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (re-entrant per store)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.outer = False
+
+    def __enter__(self) -> _Tx:
+        self.store.lock.acquire()
+        self.outer = not self.store.conn.in_transaction
+        if self.outer:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self.outer:
+                self.store.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store.lock.release()

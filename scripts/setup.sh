@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh Debian 12 (or Raspberry Pi OS Bookworm) machine:
+# the system services the daemon and its tests use, and a virtual environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3-venv python3-dev build-essential pkg-config libsystemd-dev
+  mosquitto mosquitto-clients gpsd gpsd-clients openssl
+  iproute2 nftables systemd util-linux postgresql
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The tests start their own mosquitto and gpsd on free loopback ports; the
+# packaged system instances are not needed and would hold the default ports.
+for svc in mosquitto gpsd gpsd.socket; do
+  $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev,litert,hq,eval]'
+echo "setup: done (.venv ready; try: .venv/bin/edge demo)"

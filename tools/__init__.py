@@ -1,0 +1,1 @@
+"""Build-time tools (model conversion); never installed on a kiosk."""
