@@ -1,15 +1,14 @@
 VENV ?= .venv
-PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint format bench
+.PHONY: setup demo test lint format
 setup:
 	bash scripts/setup.sh
 
-demo:
+demo: setup
 	$(VENV)/bin/edge demo
 
-test:
-	$(PY) -m pytest -q
+test: setup
+	$(VENV)/bin/python -m pytest -q
 
 lint:
 	$(VENV)/bin/ruff check .

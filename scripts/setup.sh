@@ -32,6 +32,10 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev,litert,hq,eval]'
+stamp=".venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev,litert,hq,eval]'
+  touch "$stamp"
+fi
 echo "setup: done (.venv ready; try: .venv/bin/edge demo)"

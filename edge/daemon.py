@@ -1,0 +1,238 @@
+"""`edge run`: wires capture, infer, uplink, store and the local API into one service.
+
+Start order follows what READY promises: store open and models loaded before
+READY=1; the watchdog is pinged only while every part beats (health.py).
+SIGTERM finishes the verification in progress, publishes the offline status and
+exits 0; SIGHUP reloads the config and keeps the old one if the new one is bad.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from edge import __version__
+from edge.api import ApiServer
+from edge.config import Config, ConfigError, load_config
+from edge.health import Health
+from edge.keys import box_public_from_b64, device_id_for, load_signing_key
+from edge.notify import Notifier, watchdog_interval_s
+from edge.parts import Parts, build_parts
+from edge.store import OutboxFull, OutboxLimits, Store
+from edge.verification import BadRequest, Verifier, parse_request
+
+log = logging.getLogger(__name__)
+
+CAMERA_PROBE_S = 2.0
+
+
+@dataclass
+class _Signals:
+    stop: threading.Event
+    reload: threading.Event
+
+
+class Daemon:
+    """The kiosk service; `serve()` blocks until SIGTERM/SIGINT."""
+
+    def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.beats = Health()
+        self.started = time.time()
+        self.signals = _Signals(threading.Event(), threading.Event())
+        self.key = load_signing_key(cfg.device.key_path)
+        self.device_id = device_id_for(self.key.verify_key)
+        self.store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+        self.parts: Parts | None = None
+        self.verifier: Verifier | None = None
+        self.api: ApiServer | None = None
+        self.state = "starting"
+        self._threads: list[threading.Thread] = []
+        self._camera_lock = threading.Lock()
+
+    # -- life cycle ------------------------------------------------------------
+    def start(self) -> None:
+        self.notifier.status("loading models")
+        self.parts = build_parts(self.cfg, self.store, self.device_id, self.beats)
+        self.verifier = self._make_verifier(self.cfg, self.parts)
+        self.api = ApiServer(self.cfg.api.listen, self, self.cfg.api.max_body_bytes)
+        self.api.start()
+        self.beats.register("camera", max(10.0, self.cfg.camera.frame_timeout_s * 3))
+        self.beats.register("main", 30.0)
+        for name, target in (("camera-probe", self._camera_probe), ("watchdog", self._watchdog)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.state = "ready"
+        self.store.log_event("daemon_started", version=__version__)
+        self.notifier.ready(self.status_line())
+        log.info("ready: device %s, api %s", self.device_id, self.api.address)
+
+    def _make_verifier(self, cfg: Config, parts: Parts) -> Verifier:
+        hq_box = (
+            box_public_from_b64(cfg.hq.sealing_public_key) if cfg.hq.sealing_public_key else None
+        )
+        if hq_box is None:
+            log.warning("hq.sealing_public_key not set: records carry no evidence")
+        return Verifier(
+            store=self.store,
+            decider=parts.pipeline,
+            burst=self._burst,
+            burst_frames=cfg.face.burst_frames,
+            where=parts.where,
+            when=parts.when,
+            key=self.key,
+            device_id=self.device_id,
+            hq_box_key=hq_box,
+            limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
+        )
+
+    def serve(self) -> int:
+        """Install signal handlers, start, and wait; returns the exit code."""
+        signal.signal(signal.SIGTERM, lambda *_: self.signals.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.signals.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.signals.reload.set())
+        self.start()
+        while not self.signals.stop.is_set():
+            self.signals.stop.wait(0.5)
+            self.beats.beat("main")
+            if self.signals.reload.is_set():
+                self.signals.reload.clear()
+                self.reload()
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        self.state = "stopping"
+        self.notifier.stopping("stopping: finishing the verification in progress")
+        if self.verifier is not None:
+            with self.verifier.lock:  # waits for the verification in progress
+                pass
+        if self.api is not None:
+            self.api.stop()
+        if self.parts is not None:
+            self.parts.close()
+        self.store.log_event("daemon_stopped")
+        self.store.close()
+        log.info("stopped")
+
+    def reload(self) -> None:
+        """Re-read the config file; a bad one is refused and the running config stays."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.cfg.source)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.store.log_event("reload_refused", error=str(exc))
+            self.notifier.status(f"reload refused: {exc}; {self.status_line()}")
+            self.notifier.send("READY=1")
+            return
+        assert self.parts is not None and self.verifier is not None
+        with self.verifier.lock, self._camera_lock:
+            old_parts = self.parts
+            try:
+                self.parts = build_parts(new, self.store, self.device_id, self.beats, old_parts)
+            except Exception as exc:
+                log.error("reload failed, keeping the running config: %s", exc)
+                self.store.log_event("reload_refused", error=str(exc))
+                self.notifier.send("READY=1")
+                return
+            self.cfg = new
+            new_verifier = self._make_verifier(new, self.parts)
+            self.verifier.__dict__.update(
+                {k: v for k, v in new_verifier.__dict__.items() if k != "lock"}
+            )
+        self.store.log_event("config_reloaded")
+        log.info("config reloaded from %s", new.source)
+        self.notifier.send("READY=1")
+        self.notifier.status(self.status_line())
+
+    # -- camera health ---------------------------------------------------------
+    def _burst(self, n: int) -> list[Any]:
+        assert self.parts is not None
+        with self._camera_lock:
+            frames = self.parts.camera.burst(n)
+        self.beats.beat("camera")
+        return [f.rgb for f in frames]
+
+    def _camera_probe(self) -> None:
+        """Grab a frame now and then while idle: a camera that stops delivering goes unhealthy."""
+        while not self.signals.stop.is_set():
+            if self.parts is not None and self._camera_lock.acquire(timeout=0.1):
+                try:
+                    self.parts.camera.capture()
+                    self.beats.beat("camera")
+                except Exception as exc:
+                    log.warning("camera probe failed: %s", exc)
+                finally:
+                    self._camera_lock.release()
+            self.signals.stop.wait(CAMERA_PROBE_S)
+
+    def _watchdog(self) -> None:
+        interval = watchdog_interval_s() or 5.0
+        last_status = ""
+        while not self.signals.stop.is_set():
+            problems = self.health()
+            if not problems:
+                self.notifier.watchdog()
+            line = self.status_line() if not problems else "unhealthy: " + "; ".join(problems)
+            if line != last_status:
+                self.notifier.status(line)
+                last_status = line
+            self.signals.stop.wait(min(interval, 5.0))
+
+    # -- ApiBackend ------------------------------------------------------------
+    def verify(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.state != "ready" or self.verifier is None:
+            return 503, {"error": f"daemon is {self.state}"}
+        try:
+            req = parse_request(request)
+            return 200, self.verifier.verify(req)
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}
+        except OutboxFull as exc:
+            log.error("%s", exc)
+            return 507, {"error": str(exc), "decision": None}
+
+    def health(self) -> list[str]:
+        """What is wrong now (empty when healthy): silent parts and parts' own reports."""
+        problems = self.beats.problems()
+        if self.parts is not None:
+            problems += self.parts.problems()
+        return problems
+
+    def status_line(self) -> str:
+        s = self.status()
+        q = s.get("outbox", {})
+        return (
+            f"{s['state']}; queue {q.get('pending', 0) + q.get('sent', 0)}; "
+            f"broker {'up' if s.get('broker', {}).get('connected') else 'down'}; "
+            f"gps {s.get('gps', {}).get('state', 'off')}"
+        )
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.cfg
+        parts = self.parts
+        disk = shutil.disk_usage(cfg.device.state_dir)
+        status: dict[str, Any] = {
+            "device_id": self.device_id,
+            "version": __version__,
+            "state": self.state,
+            "uptime_s": round(time.time() - self.started, 1),
+            "problems": self.health(),
+            "disk_free_bytes": disk.free,
+            "roster": self.store.roster_summary(),
+        }
+        if parts is not None:
+            status.update(parts.status())
+        return status
+
+
+def run(cfg: Config) -> int:
+    return Daemon(cfg).serve()

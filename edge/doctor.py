@@ -1,0 +1,116 @@
+"""`edge doctor`: one line per check of what a kiosk needs, so an admin sees what is wrong.
+
+Each check returns (ok, detail); a check that raises is a failure with its message,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.config import Config
+from edge.keys import key_file_problem
+
+MIN_FREE_BYTES = 500 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_key(cfg: Config) -> tuple[bool, str]:
+    problem = key_file_problem(cfg.device.key_path)
+    return (problem is None, problem or f"{cfg.device.key_path}: mode 600")
+
+
+def check_disk(cfg: Config) -> tuple[bool, str]:
+    free = shutil.disk_usage(cfg.device.state_dir).free
+    return free >= MIN_FREE_BYTES, f"{free / 1e9:.1f} GB free in {cfg.device.state_dir}"
+
+
+def check_models(cfg: Config) -> tuple[bool, str]:
+    from edge.infer.manifest import load_manifest, verify_files
+
+    manifest = load_manifest(cfg.face.models_dir)
+    verify_files(manifest)
+    return True, f"embedder {manifest.embedder.sha256[:12]}, sha256 of every model file checked"
+
+
+def check_camera(cfg: Config) -> tuple[bool, str]:
+    from edge.capture import open_camera
+
+    camera = open_camera(cfg.camera)
+    try:
+        camera.start()
+        frame = camera.capture()
+        h, w = frame.rgb.shape[:2]
+        return True, f"{camera.describe().get('backend', cfg.camera.backend)}: frame {w}x{h}"
+    finally:
+        camera.stop()
+
+
+def check_gpsd(cfg: Config) -> tuple[bool, str]:
+    if not cfg.gps.enabled:
+        return True, "disabled in config"
+    with socket.create_connection((cfg.gps.host, cfg.gps.port), timeout=3) as sock:
+        sock.settimeout(3)
+        banner = sock.recv(4096).decode("utf-8", "replace")
+    if '"class":"VERSION"' not in banner.replace(" ", ""):
+        return False, f"{cfg.gps.host}:{cfg.gps.port} answered, but not like gpsd"
+    return True, f"gpsd at {cfg.gps.host}:{cfg.gps.port}"
+
+
+def check_broker(cfg: Config) -> tuple[bool, str]:
+    m = cfg.mqtt
+    if not m.enabled:
+        return True, "disabled in config"
+    with socket.create_connection((m.host, m.port), timeout=m.connect_timeout_s) as raw:
+        if not m.tls:
+            return True, f"{m.host}:{m.port} reachable (no TLS)"
+        ctx = ssl.create_default_context(cafile=m.ca_file)
+        ctx.load_cert_chain(m.cert_file, m.key_file)
+        with ctx.wrap_socket(raw, server_hostname=m.host) as tls:
+            peer = tls.getpeercert() or {}
+            subject = dict(x[0] for x in peer.get("subject", ()))
+            return (
+                True,
+                f"{m.host}:{m.port} TLS {tls.version()} with {subject.get('commonName', '?')}",
+            )
+
+
+def check_clock(cfg: Config) -> tuple[bool, str]:
+    from edge.capture.clock import ntp_synchronized
+
+    synced = ntp_synchronized()
+    if synced is None:
+        return True, "NTP state unknown here; records use GPS time when there is a fix"
+    return True, "NTP synchronised" if synced else "NTP not synchronised: GPS time will be used"
+
+
+CHECKS: list[tuple[str, Callable[[Config], tuple[bool, str]]]] = [
+    ("key", check_key),
+    ("disk", check_disk),
+    ("models", check_models),
+    ("camera", check_camera),
+    ("gpsd", check_gpsd),
+    ("broker", check_broker),
+    ("clock", check_clock),
+]
+
+
+def run_checks(cfg: Config) -> list[CheckResult]:
+    results = []
+    for name, fn in CHECKS:
+        try:
+            ok, detail = fn(cfg)
+        except Exception as exc:  # a failed check is a line, not a crash
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        results.append(CheckResult(name, ok, detail))
+    return results

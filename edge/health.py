@@ -1,0 +1,57 @@
+"""Liveness of the daemon's parts, so the watchdog pings only while all of them work.
+
+Each part beats; a part silent for longer than its allowance is a problem, and a
+problem stops the WATCHDOG=1 pings, so systemd restarts a wedged daemon.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class _Part:
+    allowance_s: float
+    last_beat: float
+    detail: str = ""
+
+
+class Health:
+    """A table of parts and their last heartbeat (monotonic seconds)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._parts: dict[str, _Part] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, allowance_s: float) -> None:
+        with self._lock:
+            self._parts[name] = _Part(allowance_s, self._clock())
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._parts.pop(name, None)
+
+    def beat(self, name: str, detail: str = "") -> None:
+        with self._lock:
+            part = self._parts.get(name)
+            if part is not None:
+                part.last_beat = self._clock()
+                part.detail = detail
+
+    def problems(self) -> list[str]:
+        """Names of parts that missed their allowance, with how long they have been silent."""
+        now = self._clock()
+        with self._lock:
+            return [
+                f"{name} silent {now - p.last_beat:.0f}s"
+                for name, p in sorted(self._parts.items())
+                if now - p.last_beat > p.allowance_s
+            ]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems()
