@@ -143,6 +143,7 @@ class Daemon:
                 self.store.log_event("reload_refused", error=str(exc))
                 self.notifier.send("READY=1")
                 return
+            old_parts.close(keep=self.parts)
             self.cfg = new
             new_verifier = self._make_verifier(new, self.parts)
             self.verifier.__dict__.update(
@@ -193,7 +194,10 @@ class Daemon:
             return 503, {"error": f"daemon is {self.state}"}
         try:
             req = parse_request(request)
-            return 200, self.verifier.verify(req)
+            answer = self.verifier.verify(req)
+            if self.parts is not None and self.parts.uplink is not None:
+                self.parts.uplink.wake()
+            return 200, answer
         except BadRequest as exc:
             return 400, {"error": str(exc)}
         except OutboxFull as exc:

@@ -68,6 +68,13 @@ def check_gpsd(cfg: Config) -> tuple[bool, str]:
 
 
 def check_broker(cfg: Config) -> tuple[bool, str]:
+    """TLS to the broker with the kiosk's client certificate, without an MQTT session.
+
+    A full MQTT CONNECT would take over the running daemon's session (the broker makes
+    the certificate CN the client id), so this stops after TLS: a broker that refuses
+    the certificate sends an alert on the first read, one that accepts it waits quietly
+    for CONNECT.
+    """
     m = cfg.mqtt
     if not m.enabled:
         return True, "disabled in config"
@@ -77,12 +84,16 @@ def check_broker(cfg: Config) -> tuple[bool, str]:
         ctx = ssl.create_default_context(cafile=m.ca_file)
         ctx.load_cert_chain(m.cert_file, m.key_file)
         with ctx.wrap_socket(raw, server_hostname=m.host) as tls:
-            peer = tls.getpeercert() or {}
-            subject = dict(x[0] for x in peer.get("subject", ()))
-            return (
-                True,
-                f"{m.host}:{m.port} TLS {tls.version()} with {subject.get('commonName', '?')}",
-            )
+            tls.settimeout(1.5)
+            try:
+                data = tls.recv(1)
+            except TimeoutError:
+                return True, f"{m.host}:{m.port} TLS {tls.version()}, client certificate accepted"
+            except ssl.SSLError as exc:
+                return False, f"{m.host}:{m.port} refused the client certificate: {exc.reason}"
+            if not data:
+                return False, f"{m.host}:{m.port} closed the connection after TLS"
+            return True, f"{m.host}:{m.port} TLS {tls.version()}"
 
 
 def check_clock(cfg: Config) -> tuple[bool, str]:

@@ -16,10 +16,13 @@ import click
 from edge import __version__
 from edge.cli.common import CliState
 from edge.cli.config_cmd import config_group
+from edge.cli.daemon_cmd import run_cmd, status_cmd, verify_cmd
+from edge.cli.demo_cmd import demo_cmd
+from edge.cli.doctor_cmd import doctor_cmd
 from edge.cli.keys_cmd import keys_group
 from edge.cli.records_cmd import records_group
 from edge.cli.roster_cmd import roster_group
-from edge.errors import EXIT_BAD_INPUT, EdgeError
+from edge.errors import EXIT_BAD_INPUT, EXIT_MISSING, EdgeError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +51,8 @@ cli.add_command(config_group)
 cli.add_command(keys_group)
 cli.add_command(records_group)
 cli.add_command(roster_group)
+for _command in (run_cmd, verify_cmd, status_cmd, doctor_cmd, demo_cmd):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        logging.getLogger("edge").debug("unexpected error", exc_info=True)
+        click.echo(f"edge: error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+        return EXIT_MISSING
     except BrokenPipeError:
         return 0
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -57,6 +58,9 @@ class DemoBroker:
         conf.write_text(
             "\n".join(
                 [
+                    # mosquitto started as root drops to user "mosquitto", who cannot read
+                    # the demo's files; run it as whoever runs the demo.
+                    f"user {getpass.getuser()}",
                     "per_listener_settings false",
                     "persistence true",
                     f"persistence_location {self.dir}/",
