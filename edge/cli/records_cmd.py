@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
+from nacl.signing import VerifyKey
 
 from edge.cli.common import config_option, emit_json, get_config, json_option
-from edge.errors import EXIT_NEGATIVE, BadInput
+from edge.errors import EXIT_NEGATIVE, BadInput, DeviceMissing
 from edge.keys import device_id_for, load_signing_key, verify_key_from_b64
-from edge.records import verify_chain
+from edge.records import ChainProblem, record_hash, verify_chain
 from edge.store import Store
 
 
 def open_store() -> Store:
+    """The existing store; reading commands never create an empty database by accident."""
     cfg = get_config()
+    if not cfg.device.db_path.exists():
+        raise DeviceMissing(
+            f"{cfg.device.db_path}: no database yet (the daemon or `edge verify` creates it)"
+        )
     return Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
 
 
@@ -65,22 +73,7 @@ def verify_cmd(public_key: str | None, as_json: bool) -> None:
             raise BadInput(f"--public-key: {exc}") from None
     else:
         vk = load_signing_key(cfg.device.key_path).verify_key
-    start_seq, start_hash = store.chain_anchor()
-
-    def parsed() -> object:
-        for seq, body in store.iter_bodies():
-            try:
-                yield json.loads(body)
-            except json.JSONDecodeError:
-                yield {"seq": seq, "_unparseable": True}
-
-    count, problem = verify_chain(
-        parsed(),  # type: ignore[arg-type]
-        vk,
-        device_id=device_id_for(vk),
-        start_seq=start_seq + 1,
-        start_hash=start_hash,
-    )
+    count, problem = audit_store(store, vk)
     result = {
         "ok": problem is None,
         "checked": count,
@@ -97,6 +90,60 @@ def verify_cmd(public_key: str | None, as_json: bool) -> None:
         click.echo(f"OK: {count} records, signatures and chain intact")
     if problem:
         sys.exit(EXIT_NEGATIVE)
+
+
+def audit_store(store: Store, vk: VerifyKey) -> tuple[int, ChainProblem | None]:
+    """The chain check over the stored rows, plus what only the table can show.
+
+    Beyond `verify_chain`: a body stored under another seq (swapped rows), a stored
+    hash that does not match its body, and a missing newest record (the meta head
+    and outbox remember the highest seq committed).
+    """
+    start_seq, start_hash = store.chain_anchor()
+    row_problem: list[ChainProblem] = []
+
+    def checked_rows() -> Iterator[dict[str, Any]]:
+        for seq, stored_hash, body in store.iter_rows():
+            try:
+                record = json.loads(body)
+            except json.JSONDecodeError:
+                row_problem.append(ChainProblem(seq, "stored body is not valid JSON"))
+                return
+            if not isinstance(record, dict) or record.get("seq") != seq:
+                found = record.get("seq") if isinstance(record, dict) else None
+                row_problem.append(ChainProblem(seq, f"row holds the body of seq {found!r}"))
+                return
+            try:
+                same_hash = stored_hash == record_hash(record)
+            except (TypeError, ValueError):
+                same_hash = False
+            if not same_hash:
+                row_problem.append(ChainProblem(seq, "stored hash does not match the body"))
+                yield record  # the chain check may name a sharper fault at this seq first
+                return
+            yield record
+
+    count, problem = verify_chain(
+        checked_rows(),
+        vk,
+        device_id=device_id_for(vk),
+        start_seq=start_seq + 1,
+        start_hash=start_hash,
+    )
+    if problem is None and row_problem:
+        problem = row_problem[0]
+    if problem is None:
+        head = store.expected_head()
+        last = start_seq + count
+        if head > last:
+            problem = ChainProblem(
+                last + 1, f"record seq {last + 1} is missing (the store committed up to {head})"
+            )
+        elif count and store.get_meta("head_seq") == str(last):
+            head_hash = store.get_meta("head_hash")
+            if head_hash and head_hash != store.chain_head()[1]:
+                problem = ChainProblem(last, "newest record differs from the one committed")
+    return count, problem
 
 
 @records_group.command("export")

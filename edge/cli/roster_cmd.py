@@ -8,9 +8,10 @@ import click
 from nacl.signing import VerifyKey
 
 from edge.cli.common import config_option, emit_json, get_config, json_option
+from edge.cli.records_cmd import open_store
 from edge.config import Config, ConfigError
 from edge.keys import device_id_for, load_signing_key, verify_key_from_b64
-from edge.roster import load_bundle_file, verify_bundle
+from edge.roster import load_bundle_file, parse_bundle, verify_bundle
 from edge.store import Store
 
 
@@ -40,6 +41,7 @@ def import_cmd(file: Path, as_json: bool) -> None:
     """Verify a signed bundle (HQ key, embedder, device) and store its entries."""
     cfg = get_config()
     obj = load_bundle_file(file)
+    parse_bundle(obj, str(file))  # a malformed file is named before models or keys are read
     device_id = None
     if cfg.device.key_path.exists():
         device_id = device_id_for(load_signing_key(cfg.device.key_path).verify_key)
@@ -58,8 +60,7 @@ def import_cmd(file: Path, as_json: bool) -> None:
 @json_option
 def show_cmd(as_json: bool) -> None:
     """What roster the kiosk holds now."""
-    cfg = get_config()
-    summary = Store(cfg.device.db_path, cfg.store.busy_timeout_ms).roster_summary()
+    summary = open_store().roster_summary()
     if as_json:
         emit_json(summary)
     else:
