@@ -45,10 +45,14 @@ def device_id_for(verify_key: VerifyKey) -> str:
 
 
 def _write_secret(path: Path, data: bytes, force: bool) -> None:
+    """Write a 0600 key file; with force, via a temp file and rename so a crash never
+    leaves the kiosk with a truncated key (neither the old identity nor a new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if force else path
+    if force:
+        target.unlink(missing_ok=True)  # a leftover of an earlier crashed --force
     try:
-        fd = os.open(path, flags, KEY_FILE_MODE)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     except FileExistsError:
         raise BadInput(f"{path}: key file exists; refusing to overwrite (use --force)") from None
     try:
@@ -57,6 +61,13 @@ def _write_secret(path: Path, data: bytes, force: bool) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if force:
+        os.replace(target, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def init_device_key(path: Path, force: bool = False) -> SigningKey:

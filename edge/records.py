@@ -236,9 +236,13 @@ def check_signature(record: Mapping[str, Any], verify_key: VerifyKey) -> None:
     sig = record.get("sig")
     _need(isinstance(sig, str), "sig: missing")
     try:
-        verify_key.verify(signed_bytes(record), unb64(str(sig), "sig"))
+        raw = unb64(str(sig), "sig")
+        verify_key.verify(signed_bytes(record), raw)
     except (BadSignatureError, ValueError):
         raise RecordInvalid("bad signature") from None
+    # base64 decoding ignores a final character's unused bits: insist on the one canonical
+    # spelling so that no stored byte of a record can change without failing the check
+    _need(b64(raw) == sig, "bad signature (non-canonical base64)")
 
 
 def parse_record(payload: bytes) -> dict[str, Any]:
@@ -279,6 +283,11 @@ def verify_chain(
             check_fields(record)
             check_signature(record, verify_key)
             _need(device_id is None or record["device_id"] == device_id, "device_id mismatch")
+            if record["seq"] > expected_seq:
+                # A gap: the first bad seq is the one that is missing, not the one after it.
+                return count, ChainProblem(
+                    expected_seq, f"record seq {expected_seq} is missing (next stored is {seq})"
+                )
             _need(record["seq"] == expected_seq, f"expected seq {expected_seq}, found {seq}")
             _need(record["prev_hash"] == prev, "prev_hash does not match the previous record")
         except RecordInvalid as exc:

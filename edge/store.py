@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.errors import BadInput
+from edge.errors import EXIT_MISSING, BadInput, EdgeError
 from edge.keys import b64, unb64
 from edge.migrations import migrate
 from edge.records import GENESIS_HASH, canonical_json, record_hash
@@ -26,8 +26,10 @@ from edge.roster import Bundle, RosterEntry
 SERVED_DECISIONS = ("match", "manual")
 
 
-class OutboxFull(Exception):
+class OutboxFull(EdgeError):
     """The outbox holds as many rows or bytes as the config allows; refuse new records."""
+
+    exit_code = EXIT_MISSING
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,12 @@ class Store:
                 " VALUES (?, ?, 'pending', ?, ?)",
                 (record["id"], record["seq"], len(body.encode("utf-8")), time.time()),
             )
+            # The head in meta lets `records verify` notice a deleted newest record,
+            # which the chain alone cannot (its predecessor still links fine).
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?)",
+                (str(record["seq"]), record_hash(record)),
+            )
             return record
 
     def iter_bodies(self) -> Iterator[tuple[int, str]]:
@@ -142,6 +150,27 @@ class Store:
             for seq, body in rows:
                 yield int(seq), str(body)
             last = int(rows[-1][0])
+
+    def iter_rows(self) -> Iterator[tuple[int, str, str]]:
+        """(seq, stored hash, stored JSON text) in seq order, paged; for auditing."""
+        last = -1
+        while True:
+            with self.lock:
+                rows = self.conn.execute(
+                    "SELECT seq, hash, body FROM records WHERE seq > ? ORDER BY seq LIMIT 500",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, h, body in rows:
+                yield int(seq), str(h), str(body)
+            last = int(rows[-1][0])
+
+    def expected_head(self) -> int:
+        """The highest seq the store has ever committed (meta head or outbox), 0 if none."""
+        head = self.get_meta("head_seq")
+        row = self.conn.execute("SELECT MAX(seq) FROM outbox").fetchone()
+        return max(int(head) if head else 0, int(row[0]) if row and row[0] is not None else 0)
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
         for _seq, body in self.iter_bodies():
@@ -286,9 +315,15 @@ class _Tx:
 
     def __enter__(self) -> _Tx:
         self.store.lock.acquire()
-        self.outer = not self.store.conn.in_transaction
-        if self.outer:
-            self.store.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.outer = not self.store.conn.in_transaction
+            if self.outer:
+                self.store.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            # BEGIN can fail (database locked past the busy timeout): __exit__ will not
+            # run, so release the lock here or every other thread would hang on it.
+            self.store.lock.release()
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
