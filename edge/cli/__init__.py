@@ -19,7 +19,11 @@ from edge.cli.config_cmd import config_group
 from edge.cli.daemon_cmd import run_cmd, status_cmd, verify_cmd
 from edge.cli.demo_cmd import demo_cmd
 from edge.cli.doctor_cmd import doctor_cmd
+from edge.cli.face_cmd import enroll, eval_cmd
+from edge.cli.gps_cmd import gps_cmd
+from edge.cli.hq_cmd import hq_group
 from edge.cli.keys_cmd import keys_group
+from edge.cli.outbox_cmd import outbox_group
 from edge.cli.records_cmd import records_group
 from edge.cli.roster_cmd import roster_group
 from edge.errors import EXIT_BAD_INPUT, EXIT_MISSING, EdgeError
@@ -51,14 +55,25 @@ cli.add_command(config_group)
 cli.add_command(keys_group)
 cli.add_command(records_group)
 cli.add_command(roster_group)
-for _command in (run_cmd, verify_cmd, status_cmd, doctor_cmd, demo_cmd):
+for _command in (
+    run_cmd,
+    verify_cmd,
+    status_cmd,
+    doctor_cmd,
+    demo_cmd,
+    gps_cmd,
+    eval_cmd,
+    enroll,
+    outbox_group,
+    hq_group,
+):
     cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run click, turn our errors into one line and an exit code."""
     try:
-        cli.main(args=argv, prog_name="edge", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="edge", standalone_mode=False)
     except EdgeError as exc:
         click.echo(f"edge: error: {exc}", err=True)
         return exc.exit_code
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_MISSING
     except BrokenPipeError:
         return 0
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

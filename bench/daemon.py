@@ -1,0 +1,140 @@
+"""Daemon start-up and request cost: `python -m bench.daemon [-n N]`.
+
+Measures, in one run: time from exec to READY=1 and peak RSS (VmHWM) of `edge run`
+with the models loaded; then the time per verification through the local API
+against the same burst decided by the pipeline called directly in this process,
+as a ratio (the API's overhead: HTTP, roster lookup, geotag, signing, commit).
+MQTT and gpsd are off so only the daemon is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from edge.api import request_json
+from edge.config import FaceConfig
+from edge.infer.images import load_image
+from edge.infer.pipeline import FacePipeline, enroll_template
+from edge.keys import b64, init_device_key
+from edge.roster import encode_template, sign_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+FACE = REPO / "edge" / "samples" / "faces" / "eileen_collins.jpg"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, default=20, help="verifications per side")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    state = tmp / "state"
+    init_device_key(state / "device.key")
+    hq = SigningKey.generate()
+    pipeline = FacePipeline.from_config(FaceConfig(burst_frames=3))
+    template = enroll_template(pipeline, [FACE])
+    entries = [
+        {
+            "kpm_id": f"KPM-{i:05d}",
+            "programme": "sembako",
+            "period": "2026-11",
+            "templates": [encode_template(template)],
+            "place": None,
+        }
+        for i in range(args.n)
+    ]
+    bundle = {
+        "v": 1,
+        "bundle_id": "bench",
+        "issued_at": "2026-11-01T00:00:00Z",
+        "model": pipeline.embedder_sha256,
+        "device_id": "*",
+        "entries": entries,
+    }
+    (tmp / "roster.json").write_text(json.dumps(sign_bundle(bundle, hq)))
+    listen = f"127.0.0.1:{_free_port()}"
+    cfg = tmp / "edge.toml"
+    cfg.write_text(
+        f'[device]\nstate_dir = "{state}"\n[hq]\nsigning_public_key = "{b64(bytes(hq.verify_key))}"\n'
+        f'[camera]\nreplay_path = "{FACE}"\n[face]\nburst_frames = 3\n'
+        f'[gps]\nenabled = false\n[mqtt]\nenabled = false\n[api]\nlisten = "{listen}"\n'
+    )
+    edge = [sys.executable, "-m", "edge"]
+    subprocess.run(
+        [*edge, "roster", "import", "--config", str(cfg), str(tmp / "roster.json")], check=True
+    )
+    sock_path = tmp / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(120)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*edge, "run", "--config", str(cfg)],
+        env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while b"READY=1" not in sock.recv(65536):
+            pass
+        ready_s = time.perf_counter() - t0
+        rss_ready = _vm(proc.pid, "VmRSS")
+        frame = load_image(FACE)
+        frames = [frame] * 3
+        refs = [template]
+        pipeline.verify_burst(frames, refs)  # warm-up
+        direct = []
+        for _ in range(args.n):
+            t = time.perf_counter()
+            pipeline.verify_burst(frames, refs)
+            direct.append(time.perf_counter() - t)
+        request_json(listen, "POST", "/v1/verify", {"kpm_id": "nobody", "officer_id": "b"})
+        via_api = []
+        for i in range(args.n):
+            t = time.perf_counter()
+            code, answer = request_json(
+                listen,
+                "POST",
+                "/v1/verify",
+                {"kpm_id": f"KPM-{i:05d}", "officer_id": "bench"},
+                timeout=300,
+            )
+            via_api.append(time.perf_counter() - t)
+            assert code == 200 and answer["decision"] == "match", answer
+        peak = _vm(proc.pid, "VmHWM")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    d, a = statistics.median(direct), statistics.median(via_api)
+    print(f"start to READY=1        {ready_s:8.2f} s")
+    print(f"RSS at READY            {rss_ready / 2**20:8.1f} MiB")
+    print(f"peak RSS (VmHWM)        {peak / 2**20:8.1f} MiB")
+    print(f"pipeline direct, burst3 {d * 1000:8.1f} ms (median of {args.n})")
+    print(f"through the API, burst3 {a * 1000:8.1f} ms (median of {args.n}, signed + committed)")
+    print(f"ratio API / direct      {a / d:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
