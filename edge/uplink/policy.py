@@ -1,0 +1,72 @@
+"""Pure decisions of the uplink: reconnect backoff, resend timing, outbox capacity, window room.
+
+No I/O and no clock reads here: callers pass `now` and a random source, so every rule is
+testable exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+def backoff_cap(attempt: int, min_s: float, max_s: float) -> float:
+    """Exponential ceiling: min_s * 2**attempt, never above max_s (attempt counts from 0)."""
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    return min(max_s, min_s * (2.0 ** min(attempt, 60)))
+
+
+def backoff_delay(
+    attempt: int, min_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
+    """Full jitter: uniform in [0, cap], so a fleet that lost the broker together spreads out."""
+    return (rng or random).uniform(0.0, backoff_cap(attempt, min_s, max_s))
+
+
+def resend_due(
+    state: str, sent_at: float | None, now: float, resend_after_s: float, started_at: float
+) -> bool:
+    """Should this outbox row go out (again)?
+
+    pending: always. sent: when HQ has not acked it `resend_after_s` after the PUBACK, or when
+    it was sent by an earlier run of this process (at start everything not acked goes again).
+    acked: never.
+    """
+    if state == "pending":
+        return True
+    if state == "sent":
+        if sent_at is None:
+            return True
+        return sent_at < started_at or now - sent_at >= resend_after_s
+    return False
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Whether the outbox may take another record, and why not."""
+
+    full: bool
+    rows: int
+    bytes: int
+    max_rows: int
+    max_bytes: int
+
+    @property
+    def reason(self) -> str:
+        if not self.full:
+            return ""
+        return (
+            f"outbox full: {self.rows} records / {self.bytes} bytes waiting for HQ "
+            f"(limits {self.max_rows} / {self.max_bytes}); connect to sync"
+        )
+
+
+def capacity(rows: int, size: int, max_rows: int, max_bytes: int) -> Capacity:
+    """Full when unacked rows or bytes reach a limit (the same rule Store.append enforces)."""
+    return Capacity(rows >= max_rows or size >= max_bytes, rows, size, max_rows, max_bytes)
+
+
+def window_room(in_flight: int, window: int) -> int:
+    """How many more publishes fit in the in-flight window."""
+    return max(0, window - in_flight)

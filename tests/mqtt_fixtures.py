@@ -1,0 +1,475 @@
+"""Real mosquitto for tests: a throw-away CA, certificates by CN and a Broker that can be killed.
+
+Usage from a test module::
+
+    from tests.mqtt_fixtures import Broker, Pki, pki, broker  # noqa: F401  (pytest fixtures)
+
+    def test_x(broker: Broker, pki: Pki) -> None:
+        tls = pki.client("kiosk-0123456789abcdef")       # ClientTls(ca, cert, key)
+        c = connect_client(broker, tls)                   # paho v5 client, connected
+        broker.kill9(); broker.start()                    # same port, same persistence
+
+Everything lives in pytest's tmp dirs; the broker uses Debian's /usr/sbin/mosquitto with the
+config and ACL rendered from deploy/mosquitto/*.template (so the tests exercise the shipped files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "mosquitto"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+HQ_IDENTITY = "hq.ingest"
+# use_username_as_clientid makes the CN the client id, so two connections with one
+# certificate take each other's session over: every HQ worker / probe needs its own CN.
+HQ_EXTRA_IDENTITIES = ("hq.ops", "hq.ingest.2", "hq.ingest.3")
+DEVICE_ID = "kiosk-0123456789abcdef"
+
+
+# ---------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """Paths a TLS client needs: the CA to trust, its own cert and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    cn: str
+
+
+def safe_name(cn: str) -> str:
+    """File stem for a CN that cannot collide ("hq.ingest" vs "hq_ingest" differ by the hash)."""
+    stem = re.sub(r"[^A-Za-z0-9-]", "_", cn)[:40]
+    return f"{stem}-{hashlib.sha256(cn.encode()).hexdigest()[:8]}"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+class Pki:
+    """A dedicated CA in `root` that issues a server cert and client certs (CN = identity)."""
+
+    def __init__(self, root: Path, ca_cn: str = "bansos-edge test CA") -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        now = dt.datetime.now(dt.UTC)
+        self._not_before = now - dt.timedelta(days=1)
+        self._not_after = now + dt.timedelta(days=30)
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(ca_cn))
+            .issuer_name(_name(ca_cn))
+            .public_key(self.ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        self.ca_file = root / "ca.crt"
+        _write_cert(self.ca_file, self.ca_cert)
+        _write_key(root / "ca.key", self.ca_key)
+        self._server: ClientTls | None = None
+        self._clients: dict[str, ClientTls] = {}
+
+    def _issue(
+        self,
+        cn: str,
+        stem: str,
+        server: bool,
+        ips: Sequence[str] = (),
+        dns: Sequence[str] = (),
+    ) -> ClientTls:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+            alt += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        cert = builder.sign(self.ca_key, hashes.SHA256())
+        cert_file = self.root / f"{stem}.crt"
+        key_file = self.root / f"{stem}.key"
+        _write_cert(cert_file, cert)
+        _write_key(key_file, key)
+        return ClientTls(self.ca_file, cert_file, key_file, cn)
+
+    def server(self, extra_ips: Sequence[str] = ()) -> ClientTls:
+        """The broker's certificate: 127.0.0.1, ::1, localhost, plus `extra_ips` (reissued if new)."""
+        with self._lock:
+            ips = ["127.0.0.1", "::1", *extra_ips]
+            if self._server is None or extra_ips:
+                self._server = self._issue(
+                    "localhost",
+                    "server" + ("-" + "-".join(extra_ips) if extra_ips else ""),
+                    True,
+                    ips=ips,
+                    dns=["localhost"],
+                )
+            return self._server
+
+    def client(self, cn: str) -> ClientTls:
+        """A client certificate whose CN is `cn` (the MQTT username and client id); cached."""
+        with self._lock:
+            if cn not in self._clients:
+                self._clients[cn] = self._issue(cn, "client-" + safe_name(cn), False)
+            return self._clients[cn]
+
+
+# ---------------------------------------------------------------- broker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback TCP port nobody listens on right now (picked by the kernel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the test process dies (no orphan brokers in CI).
+
+    Linux ties this to the thread that started the child: start brokers from a thread that
+    outlives them (the test's main thread).
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def render(template: Path, values: dict[str, Any]) -> str:
+    """Fill `{name}` placeholders; a placeholder left unfilled is an error, not a silent gap."""
+    text = template.read_text()
+    missing = sorted(set(re.findall(r"\{([a-z_]+)\}", text)) - set(values))
+    if missing:
+        raise KeyError(f"{template}: no value for {missing}")
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", str(v))
+    return text
+
+
+def render_acl(hq_identities: Sequence[str]) -> str:
+    """The ACL template with its `user {hq_identity}` block repeated for each HQ identity."""
+    text = (DEPLOY / "acl.template").read_text()
+    start = text.index("user {hq_identity}")
+    end = text.index("\n\n", start) + 2
+    block = text[start:end]
+    blocks = "".join(block.replace("{hq_identity}", i) for i in hq_identities)
+    return text[:start] + blocks + text[end:]
+
+
+class Broker:
+    """Debian's mosquitto with the deploy template, TLS + client certs, persistence in `root`.
+
+    `start()` waits until the listener accepts a TLS handshake; `kill9()` is SIGKILL (no final
+    persistence save); `stop()` is SIGTERM. The port stays the same across restarts.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        pki: Pki,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        hq_identity: str = HQ_IDENTITY,
+        hq_identities: Sequence[str] = HQ_EXTRA_IDENTITIES,
+        autosave_interval: int | None = None,
+        netns: str | None = None,
+    ) -> None:
+        self.root = root
+        self.pki = pki
+        self.host = host
+        self.port = port or free_port(host if netns is None else "127.0.0.1")
+        self.hq_identity = hq_identity
+        self.netns = netns
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "data").mkdir(exist_ok=True)
+        self.log_file = root / "mosquitto.log"
+        self.conf_file = root / "mosquitto.conf"
+        self.acl_file = root / "acl"
+        server = pki.server(extra_ips=[] if host in ("127.0.0.1", "localhost") else [host])
+        self.hq_identities = list(dict.fromkeys([hq_identity, *hq_identities]))
+        self.acl_file.write_text(render_acl(self.hq_identities))
+        conf = render(
+            DEPLOY / "mosquitto.conf.template",
+            {
+                "persistence_dir": root / "data",
+                "log_dest": f"file {self.log_file}",
+                "port": self.port,
+                "bind_address": host,
+                "ca_file": pki.ca_file,
+                "cert_file": server.cert_file,
+                "key_file": server.key_file,
+                "acl_file": self.acl_file,
+            },
+        )
+        if autosave_interval is not None:
+            conf = re.sub(
+                r"^autosave_interval .*$",
+                f"autosave_interval {autosave_interval}",
+                conf,
+                flags=re.M,
+            )
+        if os.geteuid() == 0:
+            # mosquitto drops root to user "mosquitto", who cannot read pytest's tmp dirs.
+            conf = "user root\n" + conf
+        self.conf_file.write_text(conf)
+
+    # -- lifecycle
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start mosquitto and wait until it completes a TLS handshake on the port."""
+        if self.running:
+            return
+        cmd = [MOSQUITTO, "-c", str(self.conf_file)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(
+                    f"mosquitto exited {self.proc.returncode}: {err}\n{self.log_tail()}"
+                )
+            try:
+                self._probe()
+                return
+            except OSError as e:
+                last = e
+                time.sleep(0.05)
+        self.kill9()
+        raise TimeoutError(f"mosquitto not ready on {self.host}:{self.port}: {last}")
+
+    def _probe(self) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_file))
+        ctx.check_hostname = False
+        probe = self.pki.client(self.hq_identity)
+        ctx.load_cert_chain(str(probe.cert_file), str(probe.key_file))
+        with (
+            socket.create_connection((self.host, self.port), timeout=2) as raw,
+            ctx.wrap_socket(raw) as s,
+        ):
+            s.do_handshake()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL the broker (whatever was not autosaved is lost, like a power cut)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (mosquitto saves persistence on the way out); SIGKILL if it hangs."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                return
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def restart(self, hard: bool = True) -> None:
+        """Kill (-9 when `hard`) and start again on the same port with the same persistence."""
+        if hard:
+            self.kill9()
+        else:
+            self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill9()
+
+
+# ---------------------------------------------------------------- paho helpers
+
+
+def connect_client(
+    broker: Broker,
+    tls: ClientTls,
+    client_id: str | None = None,
+    clean_start: bool = True,
+    session_expiry: int = 0,
+    timeout: float = 20.0,
+    port: int | None = None,
+) -> Any:
+    """A connected paho-mqtt 2.x MQTTv5 client (loop running) or an exception saying why not.
+
+    `port` overrides the broker's (e.g. to go through a delaying proxy).
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id if client_id is not None else tls.cn,
+        protocol=mqtt.MQTTv5,
+    )
+    c.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file))
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        result["rc"] = rc
+        result["session_present"] = bool(getattr(flags, "session_present", False))
+        done.set()
+
+    def on_disconnect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        result.setdefault("rc", rc)
+        done.set()
+
+    c.on_connect = on_connect
+    c.on_disconnect = on_disconnect
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry
+    c.connect(
+        broker.host, port or broker.port, keepalive=30, clean_start=clean_start, properties=props
+    )
+    c.loop_start()
+    if not done.wait(timeout) or result.get("rc") is None or result["rc"].is_failure:
+        c.loop_stop()
+        with contextlib.suppress(Exception):
+            c.disconnect()
+        raise ConnectionError(f"MQTT connect as {tls.cn!r} failed: {result.get('rc')}")
+    c.on_connect = None
+    c.on_disconnect = None
+    c.user_data_set({"session_present": result["session_present"]})
+    return c
+
+
+def wait_for(cond: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `cond()` until true; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# ---------------------------------------------------------------- pytest fixtures
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One test CA per session (certificates are cheap but not free on a Pi-class CI)."""
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
+    """A started broker on a free loopback port; killed at the end of the test."""
+    b = Broker(tmp_path / "broker", pki)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill9()

@@ -1,0 +1,141 @@
+"""The shipped broker config and ACL enforce identity: CN = username = client id, own subtree only.
+
+Runtime: about 10 s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge.store import Store
+from edge.uplink import Uplink
+from tests.mqtt_fixtures import Broker, ClientTls, Pki, broker, connect_client, pki, wait_for
+from tests.roster_fixtures import MODEL_SHA
+from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
+
+__all__ = ["broker", "pki"]
+
+A = "kiosk-aaaaaaaaaaaaaaaa"
+B = "kiosk-bbbbbbbbbbbbbbbb"
+
+
+def _puback_code(client: Any, topic: str) -> int:
+    codes: list[int] = []
+    done = threading.Event()
+
+    def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
+        codes.append(int(rc.value))
+        done.set()
+
+    client.on_publish = on_publish
+    client.publish(topic, b'{"id": "x"}', qos=1)
+    assert done.wait(20), "no PUBACK"
+    return codes[0]
+
+
+def test_kiosk_cannot_publish_into_another_kiosks_topic(broker: Broker, pki: Pki) -> None:
+    a = connect_client(broker, pki.client(A))
+    try:
+        assert _puback_code(a, f"kiosk/{A}/records") in (0, 16)  # success / no subscribers
+        assert _puback_code(a, f"kiosk/{B}/records") == 135  # not authorized
+        assert _puback_code(a, f"kiosk/{B}/status") == 135
+    finally:
+        a.disconnect()
+        a.loop_stop()
+
+
+def test_uplink_counts_refused_records_and_keeps_them(
+    tmp_path: Path, broker: Broker, pki: Pki
+) -> None:
+    """A kiosk configured with a device id that is not its certificate's CN gets nothing through."""
+    kiosk = make_kiosk(tmp_path, pki, 3)
+    other = pki.client(A)  # wrong certificate for this device id
+    store = Store(kiosk.db)
+    up = Uplink(
+        store, mqtt_config(broker, other), outbox_config(), kiosk.device_id, None, MODEL_SHA
+    )
+    up.start()
+    try:
+        wait_for(lambda: up.stats()["counters"]["rejected"] >= 3, 30, "PUBACK 135 for all three")
+        s = up.stats()
+        assert s["pending"] == 3 and s["sent"] == 0 and s["acked"] == 0
+        assert up.alive and s["counters"]["loop_errors"] == 0
+        time.sleep(1.0)  # refused records wait for the resend timeout, no hot loop
+        assert up.stats()["counters"]["published"] == 3
+    finally:
+        up.stop(20)
+        store.close()
+
+
+def _refused(broker: Broker, tls: ClientTls) -> bool:
+    try:
+        c = connect_client(broker, tls, timeout=10)
+    except Exception:
+        return True
+    c.disconnect()
+    c.loop_stop()
+    return False
+
+
+def test_foreign_ca_and_missing_certificate_are_refused(
+    tmp_path: Path, broker: Broker, pki: Pki
+) -> None:
+    other_ca = Pki(tmp_path / "other-ca", ca_cn="not our CA")
+    assert _refused(broker, other_ca.client(A))
+    nocert = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=A, protocol=mqtt.MQTTv5)
+    nocert.tls_set(ca_certs=str(pki.ca_file))
+    with pytest.raises(Exception):  # noqa: B017 (TLS alert or reset: either is a refusal)
+        nocert.connect(broker.host, broker.port, keepalive=10)
+        for _ in range(50):
+            if nocert.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+                raise ConnectionError("dropped")
+        raise AssertionError("a client without a certificate stayed connected")
+    assert not _refused(broker, pki.client(A))  # the same broker takes a proper certificate
+
+
+def test_session_takeover_by_client_id_fails(broker: Broker, pki: Pki) -> None:
+    b = connect_client(broker, pki.client(B), clean_start=False, session_expiry=600)
+    lost = threading.Event()
+    got: list[str] = []
+    b.on_disconnect = lambda *_a: lost.set()
+    b.on_message = lambda _c, _u, m: got.append(m.topic)
+    b.subscribe(f"kiosk/{B}/acks", qos=1)
+    # A presents B's client id: the broker uses A's CN instead, so B keeps its session.
+    a = connect_client(broker, pki.client(A), client_id=B, clean_start=False, session_expiry=600)
+    a_got: list[str] = []
+    a.on_message = lambda _c, _u, m: a_got.append(m.topic)
+    a.subscribe(f"kiosk/{B}/acks", qos=1)
+    hq = connect_client(broker, pki.client("hq.ops"))
+    try:
+        time.sleep(0.5)
+        hq.publish(f"kiosk/{B}/acks", b'{"ids": []}', qos=1).wait_for_publish(10)
+        wait_for(lambda: got == [f"kiosk/{B}/acks"], 20, "B to get its ack")
+        time.sleep(0.5)
+        assert not lost.is_set(), "B was kicked off by A"
+        assert a_got == [], "A read B's acks"
+    finally:
+        for c in (a, b, hq):
+            c.disconnect()
+            c.loop_stop()
+
+
+def test_hq_reads_through_a_shared_subscription(broker: Broker, pki: Pki) -> None:
+    hq = connect_client(broker, pki.client("hq.ingest.3"))
+    got: list[bytes] = []
+    hq.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    hq.subscribe("$share/ingest/kiosk/+/records", qos=1)
+    a = connect_client(broker, pki.client(A))
+    try:
+        time.sleep(0.5)
+        a.publish(f"kiosk/{A}/records", b"r1", qos=1).wait_for_publish(10)
+        wait_for(lambda: got == [b"r1"], 20, "HQ to receive through $share")
+    finally:
+        for c in (a, hq):
+            c.disconnect()
+            c.loop_stop()
