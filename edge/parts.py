@@ -171,7 +171,7 @@ def build_parts(
                 if cfg.hq.signing_public_key
                 else None
             )
-            health.register("uplink", UPLINK_SILENCE_S)
+            health.register("uplink", max(UPLINK_SILENCE_S, cfg.mqtt.connect_timeout_s + 10))
             parts.uplink = Uplink(
                 store,
                 cfg.mqtt,

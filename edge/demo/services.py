@@ -102,7 +102,7 @@ class DemoGps:
             raise FileNotFoundError("gpsd/gpsfake")
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [binary, "-q", "-P", str(self.port), "-c", "0.2", str(track)],
+            [binary, "-n", "-q", "-P", str(self.port), "-c", "0.2", str(track)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
