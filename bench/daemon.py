@@ -94,7 +94,7 @@ def main() -> None:
     proc = subprocess.Popen(
         [*edge, "run", "--config", str(cfg)],
         env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp / "daemon.log", "wb"),  # noqa: SIM115
     )
     try:
         while b"READY=1" not in sock.recv(65536):
