@@ -77,7 +77,7 @@ class FaceConfig:
     models_dir: str = ""
     runtime: str = field(default="auto", metadata=_choices("auto", "tflite_runtime", "litert"))
     threads: int = field(default=2, metadata=_rng(1, 16))
-    threshold: float = field(default=0.362, metadata=_rng(-1.0, 1.0))
+    threshold: float = field(default=0.365, metadata=_rng(-1.0, 1.0))
     detector_score: float = field(default=0.6, metadata=_rng(0.05, 0.99))
     min_face_px: int = field(default=60, metadata=_rng(16, 2000))
     min_sharpness: float = field(default=20.0, metadata=_rng(0.0, 1e6))

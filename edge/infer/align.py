@@ -1,0 +1,74 @@
+"""5-point similarity alignment to the 112x112 crop SFace was trained on (ArcFace layout).
+
+Pure numpy: a least-squares similarity transform (Umeyama) and a bilinear warp, so the
+kiosk needs no OpenCV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CROP = 112
+# Landmark targets in the 112x112 crop: eye, eye, nose, mouth corner, mouth corner
+# (image-left first), the layout SFace/ArcFace models were trained with.
+TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray = TEMPLATE) -> np.ndarray:
+    """2x3 matrix M (scale, rotation, translation) minimising |M @ src - dst|^2 (Umeyama)."""
+    src = np.asarray(src, np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, np.float64).reshape(-1, 2)
+    sm, dm = src.mean(0), dst.mean(0)
+    sd, dd = src - sm, dst - dm
+    cov = dd.T @ sd / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    var = (sd**2).sum() / len(src)
+    scale = 1.0 if var < 1e-12 else float((s * d).sum() / var)
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = dm - scale * rot @ sm
+    return m
+
+
+_GRID = np.mgrid[0:CROP, 0:CROP].astype(np.float32)  # (ys, xs) of the output crop
+
+
+def warp_affine(image: np.ndarray, m: np.ndarray, size: int = CROP) -> np.ndarray:
+    """Bilinear warp of `image` by forward matrix m into a size x size crop (edge-replicated)."""
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]])).astype(np.float32)
+    ys, xs = _GRID if size == CROP else np.mgrid[0:size, 0:size].astype(np.float32)
+    h, w = image.shape[:2]
+    sx = np.clip(inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2], 0, w - 1)
+    sy = np.clip(inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2], 0, h - 1)
+    x0 = sx.astype(np.intp)  # floor: sx >= 0
+    y0 = sy.astype(np.intp)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = (sx - x0)[..., None]
+    fy = (sy - y0)[..., None]
+    flat = image.reshape(-1, image.shape[2])
+    a = flat[y0 * w + x0].astype(np.float32)
+    b = flat[y0 * w + x1].astype(np.float32)
+    c = flat[y1 * w + x0].astype(np.float32)
+    d = flat[y1 * w + x1].astype(np.float32)
+    top = a + (b - a) * fx
+    out = top + ((c + (d - c) * fx) - top) * fy
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 112x112 RGB crop whose 5 landmarks sit where the embedder expects them."""
+    return warp_affine(image, similarity_transform(landmarks))

@@ -1,0 +1,118 @@
+"""The models manifest (models.json): file names and sha256 of the bundled models.
+
+Cheap to read (no TFLite load), so HQ and roster code can learn the embedder's sha256,
+which every record carries as `model` and every roster bundle must match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.infer.errors import ModelError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+MANIFEST_NAME = "models.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model file: where it is, what its bytes must hash to, its tensor shapes."""
+
+    role: str
+    path: Path
+    sha256: str
+    quantisation: str
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    variants: dict[str, Path] = field(default_factory=dict)
+    variant_sha256: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The detector and embedder of one models folder."""
+
+    directory: Path
+    detector: ModelEntry
+    embedder: ModelEntry
+
+
+def resolve_dir(models_dir: str | Path) -> Path:
+    """ "" means the models bundled with the package."""
+    return BUNDLED_DIR if str(models_dir) == "" else Path(models_dir)
+
+
+def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where}: models.{role}: missing or not an object")
+    try:
+        file_name = str(raw["file"])
+        sha = str(raw["sha256"]).lower()
+    except KeyError as exc:
+        raise ModelError(f"{where}: models.{role}: missing key {exc.args[0]!r}") from None
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelError(f"{where}: models.{role}.sha256: not a sha256 hex digest")
+    if Path(file_name).name != file_name:
+        raise ModelError(f"{where}: models.{role}.file: must be a plain file name")
+    variants = raw.get("variants") or {}
+    return ModelEntry(
+        role=role,
+        path=directory / file_name,
+        sha256=sha,
+        quantisation=str(raw.get("quantisation", "")),
+        inputs={k: list(v) for k, v in (raw.get("inputs") or {}).items()},
+        outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
+        variants={k: directory / str(v["file"]) for k, v in variants.items()},
+        variant_sha256={k: str(v["sha256"]).lower() for k, v in variants.items()},
+    )
+
+
+def load_manifest(models_dir: str | Path = "") -> Manifest:
+    """Read DIR/models.json; ModelError says which file and key is wrong."""
+    directory = resolve_dir(models_dir)
+    where = directory / MANIFEST_NAME
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{where}: models manifest not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{where}: unreadable models manifest: {exc}") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ModelError(f"{where}: no 'models' object")
+    return Manifest(
+        directory=directory,
+        detector=_entry(directory, "detector", models.get("detector"), where),
+        embedder=_entry(directory, "embedder", models.get("embedder"), where),
+    )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checked(path: Path, expected_sha256: str) -> bytes:
+    """The file's bytes, only if they hash to what the manifest says (else ModelError)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file missing") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    got = sha256_bytes(data)
+    if got != expected_sha256:
+        raise ModelError(
+            f"{path}: sha256 {got[:16]}... does not match the manifest's "
+            f"{expected_sha256[:16]}...: the model file was altered or replaced"
+        )
+    return data
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Check the sha256 of the detector and embedder files (ModelError on a mismatch)."""
+    for entry in (manifest.detector, manifest.embedder):
+        read_checked(entry.path, entry.sha256)

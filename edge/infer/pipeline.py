@@ -1,0 +1,191 @@
+"""The face pipeline: frame -> detect -> align -> quality gates -> embed -> match decision.
+
+Built from a FaceConfig (or plain parameters), so it stays free of capture and uplink.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.config import FaceConfig
+from edge.errors import BadInput
+from edge.infer.align import align_face
+from edge.infer.detector import FaceDetector
+from edge.infer.embedder import FaceEmbedder
+from edge.infer.images import check_frame, load_image
+from edge.infer.manifest import Manifest, load_manifest
+from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
+from edge.infer.quality import Quality, QualityLimits, gate, measure
+from edge.infer.runtime import TFLiteModel
+from edge.infer.yunet import Detection, pick_subject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One frame analysed: status ok|no_face|poor_quality, and what was measured."""
+
+    status: str
+    reason: str | None = None
+    crop: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    quality: Quality | None = None
+    detection: Detection | None = None
+    faces: int = 0
+
+    def outcome(self) -> FrameOutcome:
+        rank = self.quality.rank if self.quality is not None else float("-inf")
+        return FrameOutcome(self.status, self.reason, rank, self.embedding)
+
+
+@dataclass(frozen=True)
+class BurstDecision:
+    """A verification over a burst: what the record carries (score, frames) and evidence."""
+
+    decision: str  # match | no_match | no_face | poor_quality
+    score: float | None
+    threshold: float
+    frames_used: int
+    frames_total: int
+    reason: str | None = None
+    crop: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    results: list[FaceResult] = field(default_factory=list, repr=False)
+
+
+class FacePipeline:
+    """Detector + embedder + gates + threshold; thread-unsafe (one interpreter each)."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        limits: QualityLimits,
+        threshold: float,
+        min_good_frames: int = 1,
+        embedder_sha256: str = "",
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.limits = limits
+        self.threshold = float(threshold)
+        self.min_good_frames = int(min_good_frames)
+        self.embedder_sha256 = embedder_sha256 or embedder.model.sha256
+
+    @classmethod
+    def from_config(
+        cls, face_cfg: FaceConfig, *, embedder_variant: str | None = None
+    ) -> FacePipeline:
+        """Load both models (sha256 checked) with the configured runtime and threads.
+
+        embedder_variant picks another embedder listed in the manifest (e.g. "fp32",
+        for the float-vs-quantised comparison); None is the shipped one.
+        """
+        manifest = load_manifest(face_cfg.models_dir)
+        det = TFLiteModel(
+            manifest.detector.path, manifest.detector.sha256, face_cfg.runtime, face_cfg.threads
+        )
+        path, sha = _embedder_file(manifest, embedder_variant)
+        emb = TFLiteModel(path, sha, face_cfg.runtime, face_cfg.threads)
+        limits = QualityLimits(
+            min_face_px=face_cfg.min_face_px,
+            min_sharpness=face_cfg.min_sharpness,
+            max_pose=face_cfg.max_pose,
+            min_brightness=face_cfg.min_brightness,
+            max_brightness=face_cfg.max_brightness,
+        )
+        log.info("face models loaded with %s (%d threads)", det.runtime, face_cfg.threads)
+        return cls(
+            FaceDetector(det, face_cfg.detector_score),
+            FaceEmbedder(emb),
+            limits,
+            face_cfg.threshold,
+            face_cfg.min_good_frames,
+            sha,
+        )
+
+    @property
+    def runtime(self) -> str:
+        return self.detector.model.runtime
+
+    def analyse(self, frame: np.ndarray, *, gates: bool = True) -> FaceResult:
+        """Detect the subject, align, measure quality, embed (unless a gate fails)."""
+        check_frame(frame)
+        faces = self.detector.detect(frame)
+        subject = pick_subject(faces, (frame.shape[0], frame.shape[1]))
+        if subject is None:
+            return FaceResult("no_face", "no face found", faces=0)
+        crop = align_face(frame, subject.landmarks)
+        q = measure(crop, subject.landmarks, subject.size)
+        reason = gate(q, self.limits) if gates else None
+        if reason is not None:
+            return FaceResult("poor_quality", reason, crop, None, q, subject, faces=len(faces))
+        emb = self.embedder.embed(crop)
+        return FaceResult("ok", None, crop, emb, q, subject, faces=len(faces))
+
+    def verify_burst(
+        self, frames: Sequence[np.ndarray], references: Sequence[np.ndarray]
+    ) -> BurstDecision:
+        """Analyse every frame, decide on the best good ones (see matcher.decide_burst)."""
+        if len(frames) == 0:
+            raise BadInput("burst: no frames")
+        results = [self.analyse(f) for f in frames]
+        rule = decide_burst(
+            [r.outcome() for r in results], references, self.threshold, self.min_good_frames
+        )
+        crop = results[rule.used[0]].crop if rule.used else None
+        return BurstDecision(
+            decision=rule.decision,
+            score=rule.score,
+            threshold=self.threshold,
+            frames_used=len(rule.used),
+            frames_total=len(frames),
+            reason=rule.reason,
+            crop=crop,
+            embedding=rule.embedding,
+            results=results,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "embedder_sha256": self.embedder_sha256,
+            "threshold": self.threshold,
+        }
+
+
+def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:
+    entry = manifest.embedder
+    if variant is None or variant == entry.quantisation:
+        return entry.path, entry.sha256
+    if variant not in entry.variants:
+        known = ", ".join([entry.quantisation, *entry.variants])
+        raise BadInput(f"embedder variant {variant!r} not in the manifest (have: {known})")
+    return entry.variants[variant], entry.variant_sha256[variant]
+
+
+def enroll_template(
+    pipeline: FacePipeline, images: Iterable[np.ndarray | str | Path]
+) -> np.ndarray:
+    """One reference template from civil-registry style photos (HQ builds rosters with it).
+
+    Every photo must give a good face; BadInput names the one that does not.
+    """
+    embeddings = []
+    for i, img in enumerate(images):
+        where = str(img) if isinstance(img, (str, Path)) else f"image {i}"
+        frame = load_image(img) if isinstance(img, (str, Path)) else img
+        result = pipeline.analyse(frame)
+        if result.status != "ok" or result.embedding is None:
+            raise BadInput(f"{where}: {result.status}: {result.reason}")
+        embeddings.append(result.embedding)
+    if not embeddings:
+        raise BadInput("enroll: no photos given")
+    return mean_template(embeddings)

@@ -1,0 +1,101 @@
+"""Load a .tflite model through tflite_runtime or LiteRT, after its sha256 check.
+
+tflite_runtime (2.14, the Pi's package) is preferred where installed; LiteRT's
+ai_edge_litert otherwise. EDGE_TFLITE_RUNTIME=tflite_runtime|litert overrides `auto`.
+The bytes that were hashed are the bytes that are loaded (model_content), so a file
+swapped between check and load cannot slip through.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.infer.errors import ModelError
+from edge.infer.manifest import read_checked
+
+RUNTIMES = ("tflite_runtime", "litert")
+ENV_RUNTIME = "EDGE_TFLITE_RUNTIME"
+_MODULES = {"tflite_runtime": "tflite_runtime.interpreter", "litert": "ai_edge_litert.interpreter"}
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as exc:
+        raise ModelError(f"TFLite runtime {name!r} is not installed ({exc})") from None
+
+
+def resolve_runtime(runtime: str = "auto") -> str:
+    """Which runtime `runtime` means here: explicit, env override, or the first installed."""
+    if runtime == "auto":
+        runtime = os.environ.get(ENV_RUNTIME, "auto") or "auto"
+    if runtime in RUNTIMES:
+        return runtime
+    if runtime != "auto":
+        raise ModelError(f"runtime {runtime!r}: expected auto, tflite_runtime or litert")
+    for name in RUNTIMES:
+        try:
+            importlib.import_module(_MODULES[name])
+            return name
+        except ImportError:
+            continue
+    raise ModelError("no TFLite runtime installed (need tflite-runtime or ai-edge-litert)")
+
+
+class TFLiteModel:
+    """One interpreter with named inputs and outputs (from the model's signature)."""
+
+    def __init__(self, path: Path, sha256: str, runtime: str = "auto", threads: int = 1) -> None:
+        content = read_checked(path, sha256)
+        self.path = path
+        self.sha256 = sha256
+        self.runtime = resolve_runtime(runtime)
+        module = _import(self.runtime)
+        try:
+            self._interp = module.Interpreter(model_content=content, num_threads=int(threads))
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: {self.runtime} cannot load this model: {exc}") from None
+        self._inputs: dict[str, int] = {}
+        self._outputs: dict[str, int] = {}
+        signatures = self._interp.get_signature_list()
+        if signatures:
+            key = next(iter(signatures))
+            runner = self._interp.get_signature_runner(key)
+            details_in = runner.get_input_details()
+            details_out = runner.get_output_details()
+            self._inputs = {k: int(v["index"]) for k, v in details_in.items()}
+            self._outputs = {k: int(v["index"]) for k, v in details_out.items()}
+        else:
+            self._inputs = {d["name"]: int(d["index"]) for d in self._interp.get_input_details()}
+            self._outputs = {d["name"]: int(d["index"]) for d in self._interp.get_output_details()}
+        self.input_shapes = {
+            d["name"]: tuple(int(x) for x in d["shape"]) for d in self._interp.get_input_details()
+        }
+        self._shape_by_index = {
+            int(d["index"]): tuple(int(x) for x in d["shape"])
+            for d in self._interp.get_input_details()
+        }
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        return self._shape_by_index[self._inputs[name]]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Invoke once; returns copies of every named output."""
+        for name, value in feeds.items():
+            self._interp.set_tensor(self._inputs[name], np.ascontiguousarray(value, np.float32))
+        self._interp.invoke()
+        return {k: np.array(self._interp.get_tensor(i)) for k, i in self._outputs.items()}

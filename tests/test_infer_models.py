@@ -1,0 +1,112 @@
+"""The shipped models: manifest, sha256 check on load, both runtimes load and agree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.config import FaceConfig
+from edge.errors import BadInput
+from edge.infer.errors import ModelError
+from edge.infer.manifest import BUNDLED_DIR, load_manifest, sha256_bytes, verify_files
+from edge.infer.pipeline import FacePipeline
+from edge.infer.runtime import ENV_RUNTIME, resolve_runtime
+from tests.face_fixtures import RUNTIMES, face, identities, pipeline
+
+
+def test_manifest_gives_embedder_hash_without_loading_models():
+    m = load_manifest("")
+    assert m.embedder.sha256 == sha256_bytes(m.embedder.path.read_bytes())
+    assert m.detector.path.exists() and m.embedder.path.exists()
+    assert m.embedder.outputs == {"fc1": [1, 128]}
+    verify_files(m)
+
+
+def _copy_models(tmp_path: Path) -> Path:
+    dest = tmp_path / "models"
+    dest.mkdir()
+    m = load_manifest("")
+    for p in (m.detector.path, m.embedder.path, BUNDLED_DIR / "models.json"):
+        shutil.copy(p, dest / p.name)
+    return dest
+
+
+def test_altered_model_file_is_refused(tmp_path):
+    d = _copy_models(tmp_path)
+    emb = d / load_manifest(d).embedder.path.name
+    data = bytearray(emb.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    emb.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        FacePipeline.from_config(FaceConfig(models_dir=str(d)))
+    with pytest.raises(ModelError, match=emb.name):
+        verify_files(load_manifest(d))
+
+
+def test_missing_model_file_and_missing_or_bad_manifest(tmp_path):
+    d = _copy_models(tmp_path)
+    load_manifest(d).detector.path.unlink()
+    with pytest.raises(ModelError, match="missing"):
+        FacePipeline.from_config(FaceConfig(models_dir=str(d)))
+    with pytest.raises(ModelError, match="not found"):
+        load_manifest(tmp_path / "nowhere")
+    (d / "models.json").write_text("{not json")
+    with pytest.raises(ModelError, match=r"models\.json"):
+        load_manifest(d)
+    (d / "models.json").write_text(json.dumps({"models": {"detector": {"file": "x"}}}))
+    with pytest.raises(ModelError, match="sha256"):
+        load_manifest(d)
+    assert issubclass(ModelError, BadInput)  # exit 2 on the command line
+
+
+def test_runtime_selection(monkeypatch):
+    monkeypatch.delenv(ENV_RUNTIME, raising=False)
+    assert resolve_runtime("auto") == "tflite_runtime"  # the Pi's package wins where installed
+    assert resolve_runtime("litert") == "litert"
+    monkeypatch.setenv(ENV_RUNTIME, "tflite_runtime")
+    assert resolve_runtime("auto") == "tflite_runtime"
+    monkeypatch.setenv(ENV_RUNTIME, "litert")
+    assert resolve_runtime("auto") == "litert"
+    with pytest.raises(ModelError):
+        resolve_runtime("onnx")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_each_runtime_loads_the_shipped_models(runtime):
+    p = pipeline(runtime)
+    assert p.runtime == runtime
+    r = p.analyse(face(identities(4)[0]))
+    assert r.status == "ok" and r.embedding is not None
+    assert r.embedding.dtype == np.float32 and r.embedding.shape == (128,)
+    assert np.linalg.norm(r.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert p.embedder_sha256 == load_manifest("").embedder.sha256
+
+
+def test_both_runtimes_give_the_same_results():
+    a, b = pipeline("tflite_runtime"), pipeline("litert")
+    names = identities(4)[:12]
+    cos = []
+    for name in names:
+        frame = face(name)
+        ra, rb = a.analyse(frame, gates=False), b.analyse(frame, gates=False)
+        assert ra.status == rb.status == "ok"
+        assert ra.detection is not None and rb.detection is not None
+        assert np.allclose(ra.detection.box, rb.detection.box, atol=0.5)
+        assert ra.embedding is not None and rb.embedding is not None
+        cos.append(float(ra.embedding @ rb.embedding))
+    assert min(cos) >= 0.995, cos
+    ea = [a.analyse(face(n, 1), gates=False).embedding for n in names[:4]]
+    eb = [b.analyse(face(n, 1), gates=False).embedding for n in names[:4]]
+    sa = np.array(ea) @ np.array(ea).T
+    sb = np.array(eb) @ np.array(eb).T
+    assert np.abs(sa - sb).max() < 0.02  # pair scores agree too
+
+
+def test_threads_from_config_are_accepted():
+    cfg = replace(FaceConfig(), runtime="litert", threads=2)
+    assert FacePipeline.from_config(cfg).analyse(face(identities(4)[1])).status == "ok"
