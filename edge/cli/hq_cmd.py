@@ -1,0 +1,328 @@
+"""`edge hq ...`: HQ's commands (keys, device registry, roster build, ingest, report, review).
+
+Each takes `--hq-config PATH` (default $BANSOS_HQ_CONFIG or /etc/bansos-edge/hq.toml);
+the kiosk's `--config` is not used here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from edge.cli.common import emit_json, json_option
+from edge.errors import BadInput
+from edge.hq.config import HqSettings, load_hq_config
+from edge.hq.db import Database, open_database
+
+F = TypeVar("F", bound=Callable[..., Any])
+_KEY = "hq_config_path"
+log = logging.getLogger(__name__)
+
+
+def _remember(ctx: click.Context, _p: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.find_root().meta[_KEY] = value
+
+
+def hq_config_option(f: F) -> F:
+    return click.option(
+        "--hq-config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        is_eager=True,
+        help="HQ config file (default $BANSOS_HQ_CONFIG or /etc/bansos-edge/hq.toml).",
+    )(f)
+
+
+def settings() -> HqSettings:
+    ctx = click.get_current_context()
+    return load_hq_config(ctx.find_root().meta.get(_KEY))
+
+
+def database(cfg: HqSettings) -> Database:
+    return open_database(cfg.database.url, cfg.database.busy_timeout_ms)
+
+
+@click.group("hq")
+@hq_config_option
+def hq_group() -> None:
+    """HQ: keys, device registry, roster bundles, record ingest, report, review."""
+
+
+# -- keys ----------------------------------------------------------------------------
+@hq_group.group("keys")
+def keys_group() -> None:
+    """HQ's signing (Ed25519) and evidence (X25519) keys."""
+
+
+@keys_group.command("init")
+@hq_config_option
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@json_option
+def keys_init(force: bool, as_json: bool) -> None:
+    """Make both key files (0600); print the public halves for kiosk configs."""
+    from edge.hq.keys import init_hq_keys
+
+    cfg = settings()
+    pub = init_hq_keys(Path(cfg.keys.dir), force=force)
+    data = {
+        "signing_public_key": pub.signing_public_key,
+        "sealing_public_key": pub.sealing_public_key,
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo("[hq]  # put this in every kiosk's edge.toml")
+        for k, v in data.items():
+            click.echo(f'{k} = "{v}"')
+
+
+# -- devices -------------------------------------------------------------------------
+@hq_group.group("device")
+def device_group() -> None:
+    """The registry of kiosk public keys HQ trusts."""
+
+
+@device_group.command("add")
+@hq_config_option
+@click.argument("device_id")
+@click.argument("pubkey")
+@click.option("--label", default="", help="A human label (place, van number).")
+@json_option
+def device_add(device_id: str, pubkey: str, label: str, as_json: bool) -> None:
+    """Register kiosk DEVICE_ID with its base64 Ed25519 PUBKEY (`edge keys show`)."""
+    from edge.hq.registry import add_device
+
+    db = database(settings())
+    try:
+        dev = add_device(db, device_id, pubkey, label)
+    finally:
+        db.close()
+    if as_json:
+        emit_json(dev.__dict__)
+    else:
+        click.echo(f"registered {dev.device_id}")
+
+
+@device_group.command("list")
+@hq_config_option
+@json_option
+def device_list(as_json: bool) -> None:
+    """List registered kiosks."""
+    from edge.hq.registry import list_devices
+
+    db = database(settings())
+    try:
+        devices = list_devices(db)
+    finally:
+        db.close()
+    if as_json:
+        emit_json([d.__dict__ for d in devices])
+    else:
+        for d in devices:
+            click.echo(f"{d.device_id}  {d.public_key}  {d.label}")
+
+
+# -- roster --------------------------------------------------------------------------
+@hq_group.group("roster")
+def roster_group() -> None:
+    """Roster bundles for kiosks."""
+
+
+@roster_group.command("build")
+@hq_config_option
+@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--photos", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--device", "device_id", default="*", help="Target kiosk id, or * for any.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--publish", is_flag=True, help="Publish retained to kiosk/<id>/roster.")
+@click.option("--models-dir", default="", help="Embedder models (default: the bundled ones).")
+@json_option
+def roster_build(
+    csv_path: Path,
+    photos: Path,
+    device_id: str,
+    out: Path | None,
+    publish: bool,
+    models_dir: str,
+    as_json: bool,
+) -> None:
+    """Templates from reference photos with the kiosk's embedder, signed by HQ."""
+    from edge.hq.keys import load_hq_signing
+    from edge.hq.publish import publish_retained, roster_topic
+    from edge.hq.roster_build import (
+        build_bundle,
+        compute_templates,
+        parse_kpm_csv,
+        pipeline_enroller,
+    )
+    from edge.records import canonical_json
+
+    cfg = settings()
+    if out is None and not publish:
+        raise BadInput("roster build: give --out FILE and/or --publish")
+    try:
+        text = csv_path.read_text("utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{csv_path}: file not found") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{csv_path}: not UTF-8 text") from None
+    rows = parse_kpm_csv(text, str(csv_path))
+    if not photos.is_dir():
+        raise BadInput(f"{photos}: not a directory of reference photos")
+    key = load_hq_signing(Path(cfg.keys.dir))
+    model, enroll = pipeline_enroller(models_dir)
+    templates = compute_templates(rows, photos, enroll)
+    bundle = build_bundle(rows, templates, model, key, device_id=device_id)
+    data = canonical_json(bundle)
+    topics: list[str] = []
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    if publish:
+        if device_id == "*":
+            from edge.hq.registry import list_devices
+
+            db = database(cfg)
+            try:
+                targets = [d.device_id for d in list_devices(db)]
+            finally:
+                db.close()
+        else:
+            targets = [device_id]
+        for target in targets:
+            topic = roster_topic(cfg, target)
+            publish_retained(cfg, topic, data)
+            topics.append(topic)
+    summary = {
+        "bundle_id": bundle["bundle_id"],
+        "entries": len(bundle["entries"]),
+        "model": model,
+        "device_id": device_id,
+        "out": str(out) if out else None,
+        "published": topics,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"bundle {summary['bundle_id']}: {summary['entries']} entries")
+
+
+# -- ingest --------------------------------------------------------------------------
+@hq_group.command("ingest")
+@hq_config_option
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long (tests).")
+@json_option
+def ingest_cmd(max_seconds: float | None, as_json: bool) -> None:
+    """Verify, store and ack kiosk records until SIGTERM/SIGINT."""
+    from edge.hq.ingest import run_ingest
+
+    cfg = settings()
+    db = database(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stats = run_ingest(cfg, db, stop, max_seconds)
+    finally:
+        db.close()
+    if as_json:
+        emit_json(stats.as_dict())
+    else:
+        click.echo(
+            f"stored {stats.stored}, duplicates {stats.duplicates}, quarantined {stats.quarantined}"
+        )
+
+
+# -- report / review -----------------------------------------------------------------
+def _actor(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+@hq_group.command("report")
+@hq_config_option
+@click.option("--no-suspects", is_flag=True, help="Skip the 1:N search (needs no private key).")
+@click.option("--actor", default=None, help="Who runs the 1:N search (audit); default: OS user.")
+@json_option
+def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
+    """Per device, per period/programme, and suspects (1:N at FMR 1e-4)."""
+    from edge.hq.keys import load_hq_box
+    from edge.hq.report import build_report
+    from edge.hq.review import check_reviewer
+
+    cfg = settings()
+    who = check_reviewer(_actor(actor))
+    box = None if no_suspects else load_hq_box(Path(cfg.keys.dir))
+    db = database(cfg)
+    try:
+        report = build_report(db, box, who)
+    finally:
+        db.close()
+    if as_json:
+        emit_json(report)
+        return
+    for dev, d in sorted(report["devices"].items()):
+        click.echo(
+            f"{dev}: {d['records']} records, last seq {d['last_seq']}, missing {d['missing']}, "
+            f"forks {len(d['forks'])}, bad signatures {d['bad_signatures']}"
+        )
+    for p in report["periods"]:
+        click.echo(
+            f"{p['period']} {p['programme']}: {p['matches']} matches, no-match rate "
+            f"{p['no_match_rate']}, outside geofence {p['outside_geofence']}"
+        )
+    if report["suspects"] is not None:
+        click.echo(f"suspects: {len(report['suspects'])}")
+
+
+@hq_group.command("review")
+@hq_config_option
+@click.argument("record_id")
+@click.option("--reviewer", required=True, help="Who is looking (written to the audit log).")
+@click.option("--reason", default="", help="Why (case number); written to the audit log.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the face crop (JPEG, mode 0600) here.")  # fmt: skip
+@json_option
+def review_cmd(record_id: str, reviewer: str, reason: str, out: Path | None, as_json: bool) -> None:
+    """Unseal one record's evidence with HQ's key; the look is audited first."""
+    from edge.hq.keys import load_hq_box
+    from edge.hq.review import check_reviewer, review_record
+
+    cfg = settings()
+    check_reviewer(reviewer)
+    box = load_hq_box(Path(cfg.keys.dir))
+    db = database(cfg)
+    try:
+        reviewed = review_record(db, box, record_id, reviewer, reason)
+    finally:
+        db.close()
+    if out is not None:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(reviewed.evidence.crop_jpeg)
+    r = reviewed.record
+    info = {
+        "id": r["id"], "device_id": r["device_id"], "seq": r["seq"], "kpm_id": r["kpm_id"],
+        "decision": r["decision"], "score": r["score"], "captured_at": r["captured_at"],
+        "crop_bytes": len(reviewed.evidence.crop_jpeg),
+        "embedding_dim": len(reviewed.evidence.embedding) // 4, "crop_file": str(out) if out else None,
+    }  # fmt: skip
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"reviewed {r['id']} ({r['decision']}) by {reviewer}; crop {info['crop_file']}")

@@ -1,0 +1,181 @@
+"""`edge hq report --json`: what the stored records say, per device, per period, and suspects.
+
+Device chains are re-walked from storage (gaps are missing seqs, forks broken links),
+so the report does not depend on the order in which workers happened to see records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from nacl.public import PrivateKey
+
+from edge.hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE, Link, summarise_chain
+from edge.hq.db import Database
+from edge.hq.store import audit
+from edge.hq.suspects import (
+    FMR_1E4_THRESHOLD,
+    SUSPECT_FMR_TARGET,
+    SUSPECT_THRESHOLD_FMR,
+    Face,
+    find_suspects,
+)
+from edge.records import open_evidence
+
+log = logging.getLogger(__name__)
+SERVED = ("match", "manual")
+
+
+def device_report(db: Database) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for (device_id,) in db.rows("SELECT device_id FROM devices ORDER BY device_id"):
+        out[str(device_id)] = {
+            "records": 0, "last_seq": 0, "gaps": [], "missing": 0, "forks": [],
+            "bad_signatures": 0, "quarantined": {},
+        }  # fmt: skip
+
+    def flush(device: str | None, links: list[Link]) -> None:
+        if device is None:
+            return
+        s = summarise_chain(links)
+        d = out.setdefault(device, {"bad_signatures": 0, "quarantined": {}})
+        d.update(
+            records=s.records,
+            last_seq=s.last_seq,
+            gaps=[list(g) for g in s.gaps],
+            missing=s.missing,
+            forks=s.forks,
+        )
+
+    current: str | None = None
+    links: list[Link] = []
+    for dev, seq, rid, prev, h in db.iter_rows(
+        "SELECT device_id, seq, id, prev_hash, hash FROM records ORDER BY device_id, seq, id"
+    ):
+        if dev != current:
+            flush(current, links)
+            current, links = str(dev), []
+        links.append(Link(int(seq), str(rid), str(prev), str(h)))
+    flush(current, links)
+    for dev, reason, n in db.rows(
+        "SELECT device_id, reason, COUNT(*) FROM quarantine GROUP BY device_id, reason"
+    ):
+        if reason == UNKNOWN_DEVICE:
+            continue
+        d = out.setdefault(
+            str(dev),
+            {
+                "records": 0,
+                "last_seq": 0,
+                "gaps": [],
+                "missing": 0,
+                "forks": [],
+                "bad_signatures": 0,
+                "quarantined": {},
+            },
+        )
+        d["quarantined"][str(reason)] = int(n)
+        if reason == BAD_SIGNATURE:
+            d["bad_signatures"] = int(n)
+    return out
+
+
+def period_report(db: Database) -> list[dict[str, Any]]:
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for period, programme, decision, geofence, n in db.rows(
+        """SELECT period, programme, decision, geofence, COUNT(*) FROM records
+           GROUP BY period, programme, decision, geofence"""
+    ):
+        key = (str(period), str(programme))
+        e = acc.setdefault(
+            key,
+            {
+                "period": key[0],
+                "programme": key[1],
+                "records": 0,
+                "decisions": defaultdict(int),
+                "outside_geofence": 0,
+            },
+        )
+        e["records"] += int(n)
+        e["decisions"][str(decision)] += int(n)
+        if decision in SERVED and geofence == "outside":
+            e["outside_geofence"] += int(n)
+    out = []
+    for key in sorted(acc):
+        e = acc[key]
+        d = e["decisions"]
+        checked = d.get("match", 0) + d.get("no_match", 0)
+        e["matches"] = d.get("match", 0)
+        e["no_match_rate"] = round(d.get("no_match", 0) / checked, 6) if checked else None
+        e["decisions"] = dict(sorted(d.items()))
+        out.append(e)
+    return out
+
+
+def unknown_devices(db: Database) -> dict[str, int]:
+    rows = db.rows(
+        "SELECT device_id, COUNT(*) FROM quarantine WHERE reason = ? GROUP BY device_id",
+        (UNKNOWN_DEVICE,),
+    )
+    return {str(d): int(n) for d, n in rows}
+
+
+def period_faces(db: Database, box_key: PrivateKey, period: str) -> list[Face]:
+    """Unseal the embeddings of a period's served records (crops are not kept)."""
+    faces = []
+    for rid, kpm, dev, body in db.iter_rows(
+        "SELECT id, kpm_id, device_id, body FROM records WHERE period = ? AND decision = 'match'",
+        (period,),
+    ):
+        ev = json.loads(str(body)).get("evidence")
+        if not ev:
+            continue
+        try:
+            emb = np.frombuffer(open_evidence(ev, box_key).embedding, dtype="<f4")
+        except Exception:
+            log.warning("record %s: evidence does not open; skipped in 1:N", rid)
+            continue
+        if emb.size and np.all(np.isfinite(emb)):
+            faces.append(Face(str(rid), str(kpm), str(dev), emb))
+    return faces
+
+
+def suspects_report(
+    db: Database, box_key: PrivateKey, actor: str, threshold: float = FMR_1E4_THRESHOLD
+) -> list[dict[str, Any]]:
+    periods = [str(p) for (p,) in db.rows("SELECT DISTINCT period FROM records ORDER BY period")]
+    audit(db, actor, "report-1:N", None, {"periods": periods, "threshold": threshold})
+    out = []
+    for period in periods:
+        faces = period_faces(db, box_key, period)
+        for s in find_suspects(faces, threshold):
+            out.append(
+                {
+                    "period": period,
+                    "kpm_ids": list(s.kpm_ids),
+                    "record_ids": list(s.record_ids),
+                    "device_ids": list(s.device_ids),
+                    "max_score": s.max_score,
+                }
+            )
+    return out
+
+
+def build_report(
+    db: Database, box_key: PrivateKey | None, actor: str, threshold: float = FMR_1E4_THRESHOLD
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "devices": device_report(db),
+        "unknown_devices": unknown_devices(db),
+        "periods": period_report(db),
+        "suspect_threshold": threshold,
+        "suspect_fmr": SUSPECT_FMR_TARGET,
+        "suspect_threshold_fmr": SUSPECT_THRESHOLD_FMR,
+    }
+    report["suspects"] = None if box_key is None else suspects_report(db, box_key, actor, threshold)
+    return report
