@@ -47,6 +47,7 @@ while store.chain_head()[0] < total:
             make_verification(seq, hq_box=box), device_id=did, seq=seq, prev_hash=prev, key=key
         )
     )
+    print("committed", store.chain_head()[0], flush=True)
 print("done", flush=True)
 """
 
@@ -102,26 +103,26 @@ def test_sigkill_never_half_writes(tmp_path: Path) -> None:
     t0 = time.monotonic()
     counts = [0]
     killed_mid_run = 0
-    rate = 300.0  # commits/s, re-estimated after every kill
     for k in range(KILLS):
         # spread the kills over the first 95% of the commits; the resumed run does the rest
-        per_kill = max(1.0, (0.95 * TOTAL - counts[-1]) / (KILLS - k))
+        per_kill = max(1, int((0.95 * TOTAL - counts[-1]) / (KILLS - k)))
+        target = min(TOTAL - 1, counts[-1] + rng.randint(1, 2 * per_kill - 1))
         proc = _start(args)
         assert proc.stdout is not None
         line = proc.stdout.readline()  # wait until the writer has opened the store
         assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
-        started = time.monotonic()
-        # a random point into the commit loop, scaled so 20 kills fit into 1,000 commits
-        time.sleep(rng.uniform(0.0, 2 * per_kill / rate))
+        # the writer reports each commit; kill it as soon as it has reported the target,
+        # i.e. somewhere inside its next commit or between two (the phase is up to the OS)
+        while not line.startswith("done"):
+            line = proc.stdout.readline()
+            if not line or (line.startswith("committed") and int(line.split()[1]) >= target):
+                break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-        ran = time.monotonic() - started
         if proc.returncode == -signal.SIGKILL:
             killed_mid_run += 1
         n = _check(db, key.verify_key, did)
         assert n >= counts[-1]
-        if n > counts[-1] and ran > 0.01:
-            rate = 0.5 * rate + 0.5 * (n - counts[-1]) / ran
         counts.append(n)
     # resume until 1,000
     proc = _start(args)
