@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3-venv python3-dev build-essential pkg-config libsystemd-dev
   mosquitto mosquitto-clients gpsd gpsd-clients openssl
-  iproute2 nftables systemd util-linux postgresql
+  iproute2 nftables systemd util-linux postgresql procps debootstrap
 )
 
 SUDO=""
@@ -35,7 +35,7 @@ fi
 stamp=".venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,litert,hq,eval]'
+  .venv/bin/pip install -q -e '.[dev,litert,hq,eval,fleet]'
   touch "$stamp"
 fi
 echo "setup: done (.venv ready; try: .venv/bin/edge demo)"
