@@ -81,11 +81,44 @@ def _m004_events(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _m005_eligibility(conn: sqlite3.Connection) -> None:
+    """Roster validity windows, template sources, and a `served` ledger that purges keep.
+
+    `served` holds one row per handover (match or manual) so `already_served` still
+    answers after the record itself was purged (retention can be shorter than a period).
+    """
+    conn.execute("ALTER TABLE roster_bundles ADD COLUMN valid_from REAL")
+    conn.execute("ALTER TABLE roster_bundles ADD COLUMN valid_until REAL")
+    conn.execute("ALTER TABLE roster ADD COLUMN template_sources TEXT")
+    conn.execute(
+        """CREATE TABLE served (
+            record_id TEXT PRIMARY KEY,
+            kpm_id TEXT NOT NULL,
+            programme TEXT NOT NULL,
+            period TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            device_id TEXT NOT NULL,
+            captured_at TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            geo TEXT,
+            geofence TEXT NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX served_kpm ON served (kpm_id, programme, period, seq)")
+    conn.execute(
+        """INSERT INTO served SELECT id, kpm_id, programme, period, seq,
+               json_extract(body, '$.device_id'), captured_at, decision,
+               json_extract(body, '$.geo'), json_extract(body, '$.geofence')
+           FROM records WHERE decision IN ('match', 'manual')"""
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_records", _m001_records),
     ("002_outbox", _m002_outbox),
     ("003_roster", _m003_roster),
     ("004_events_meta", _m004_events),
+    ("005_eligibility", _m005_eligibility),
 ]
 
 

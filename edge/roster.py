@@ -2,6 +2,13 @@
 
 Pure: parse strictly (each error names the key), sign, verify. A bundle that is
 unsigned, signed by another key, or made for another embedder is refused.
+
+Optional keys, so that bundles signed before they existed still verify:
+`valid_from`/`valid_until` (UTC, both or neither: the window in which the kiosk may
+serve the bundle's entries; HQ's builder always writes them) and, per entry,
+`template_sources` (one per template: "registry" or "capture:<record id>", saying
+which templates came from a civil-registry photo and which from an earlier verified
+capture; absent means all "registry").
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,9 @@ EMBEDDING_DIM = 128
 MAX_TEMPLATES = 8
 _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+REGISTRY = "registry"
+CAPTURE_PREFIX = "capture:"
 
 
 class RosterRefused(BadInput):
@@ -39,6 +50,21 @@ class RosterEntry:
     period: str
     templates: tuple[bytes, ...]  # float32 little-endian, EMBEDDING_DIM each
     place: dict[str, Any] | None
+    template_sources: tuple[str, ...] = ()  # empty: all "registry"
+    valid_from: float | None = None  # the bundle's window, Unix seconds (None: no window)
+    valid_until: float | None = None
+    bundle_id: str | None = None
+
+    def sources(self) -> tuple[str, ...]:
+        return self.template_sources or (REGISTRY,) * len(self.templates)
+
+    def window_state(self, now: float) -> str:
+        """'valid', 'not_yet_valid' or 'expired' at Unix time `now` (no window: 'valid')."""
+        if self.valid_from is not None and now < self.valid_from:
+            return "not_yet_valid"
+        if self.valid_until is not None and now >= self.valid_until:
+            return "expired"
+        return "valid"
 
     def template_arrays(self) -> list[np.ndarray]:
         return [np.frombuffer(t, dtype="<f4").copy() for t in self.templates]
@@ -52,6 +78,25 @@ class Bundle:
     device_id: str
     entries: tuple[RosterEntry, ...]
     raw: dict[str, Any]
+    valid_from: float | None = None
+    valid_until: float | None = None
+
+
+def parse_utc(text: Any) -> float:
+    """`YYYY-MM-DDTHH:MM:SS[.ffffff]Z` -> Unix seconds; ValueError otherwise."""
+    expected = f"expected UTC time YYYY-MM-DDTHH:MM:SSZ, got {text!r}"
+    if not isinstance(text, str) or not _UTC.match(text):
+        raise ValueError(expected)
+    fmt = "%Y-%m-%dT%H:%M:%S" + (".%f" if "." in text else "")
+    try:
+        moment = datetime.strptime(text[:-1], fmt)
+    except ValueError:  # e.g. 30 February
+        raise ValueError(expected) from None
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def format_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encode_template(vector: np.ndarray) -> str:
@@ -93,6 +138,7 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
     if not isinstance(obj, dict):
         raise _fail(source, "(top level)", "expected a JSON object")
     allowed = {"v", "bundle_id", "issued_at", "model", "device_id", "entries", "sig"}
+    allowed |= {"valid_from", "valid_until"}
     extra = set(obj) - allowed
     if extra:
         raise _fail(source, sorted(extra)[0], "unknown key")
@@ -108,6 +154,7 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
     device_id = obj.get("device_id")
     if not isinstance(device_id, str) or not (device_id == "*" or _ID.match(device_id)):
         raise _fail(source, "device_id", "expected a device id or '*'")
+    valid_from, valid_until = _window(source, obj)
     raw_entries = obj.get("entries")
     if not isinstance(raw_entries, list):
         raise _fail(source, "entries", "expected a list")
@@ -117,7 +164,7 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
         where = f"entries[{i}]."
         if not isinstance(e, dict):
             raise _fail(source, f"entries[{i}]", "expected an object")
-        extra = set(e) - {"kpm_id", "programme", "period", "templates", "place"}
+        extra = set(e) - {"kpm_id", "programme", "period", "templates", "place", "template_sources"}
         if extra:
             raise _fail(source, where + sorted(extra)[0], "unknown key")
         kpm_id = _text(source, e, "kpm_id", where, _ID)
@@ -142,6 +189,7 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
                     f"expected base64 of {EMBEDDING_DIM} float32 values",
                 )
             blobs.append(raw)
+        sources = _sources(source, e, where, len(blobs))
         key = (kpm_id, str(programme), period)
         if key in seen:
             raise _fail(
@@ -149,8 +197,61 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
             )
         seen.add(key)
         place = _place(source, e.get("place"), where + "place")
-        entries.append(RosterEntry(kpm_id, str(programme), period, tuple(blobs), place))
-    return Bundle(bundle_id, issued_at, model, device_id, tuple(entries), obj)
+        entries.append(
+            RosterEntry(
+                kpm_id, str(programme), period, tuple(blobs), place, sources,
+                valid_from, valid_until, bundle_id,
+            )
+        )  # fmt: skip
+    return Bundle(
+        bundle_id, issued_at, model, device_id, tuple(entries), obj, valid_from, valid_until
+    )
+
+
+def _window(source: str, obj: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """Both `valid_from` and `valid_until`, or neither (a bundle from before windows)."""
+    has = [k for k in ("valid_from", "valid_until") if k in obj]
+    if not has:
+        return None, None
+    if len(has) == 1:
+        other = "valid_until" if has[0] == "valid_from" else "valid_from"
+        raise _fail(source, other, "missing: give both valid_from and valid_until or neither")
+    out = []
+    for k in ("valid_from", "valid_until"):
+        try:
+            out.append(parse_utc(obj[k]))
+        except ValueError as exc:
+            raise _fail(source, k, str(exc)) from None
+    if out[1] <= out[0]:
+        raise _fail(source, "valid_until", "must be later than valid_from")
+    return out[0], out[1]
+
+
+def _sources(source: str, e: Mapping[str, Any], where: str, n: int) -> tuple[str, ...]:
+    """Per-template origin: "registry" or "capture:<record id>", one per template."""
+    if "template_sources" not in e:
+        return ()
+    raw = e["template_sources"]
+    if not isinstance(raw, list) or len(raw) != n:
+        raise _fail(
+            source, where + "template_sources", f"expected a list of {n} (one per template)"
+        )
+    seen: set[str] = set()
+    for j, s in enumerate(raw):
+        ok = isinstance(s, str) and (
+            s == REGISTRY
+            or (s.startswith(CAPTURE_PREFIX) and bool(_ID.match(s[len(CAPTURE_PREFIX) :])))
+        )
+        if not ok or (s != REGISTRY and s in seen):
+            raise _fail(
+                source,
+                f"{where}template_sources[{j}]",
+                f"expected 'registry' or a distinct 'capture:<record id>', got {s!r}",
+            )
+        seen.add(s)
+    if REGISTRY not in raw:
+        raise _fail(source, where + "template_sources", "needs at least one 'registry' template")
+    return tuple(raw)
 
 
 def load_bundle_bytes(data: bytes, source: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from edge.errors import EXIT_MISSING, BadInput, EdgeError
 from edge.keys import b64, unb64
 from edge.migrations import migrate
 from edge.records import GENESIS_HASH, canonical_json, record_hash
-from edge.roster import Bundle, RosterEntry
+from edge.roster import Bundle, RosterEntry, format_utc
 
 SERVED_DECISIONS = ("match", "manual")
 
@@ -129,6 +129,19 @@ class Store:
                 " VALUES (?, ?, 'pending', ?, ?)",
                 (record["id"], record["seq"], len(body.encode("utf-8")), time.time()),
             )
+            if record["decision"] in SERVED_DECISIONS:
+                # the served ledger outlives purges: `already_served` must hold all period
+                self.conn.execute(
+                    "INSERT INTO served (record_id, kpm_id, programme, period, seq, device_id,"
+                    " captured_at, decision, geo, geofence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record["id"], record["kpm_id"], record["programme"], record["period"],
+                        record["seq"], record["device_id"], record["captured_at"],
+                        record["decision"],
+                        None if record.get("geo") is None else json.dumps(record["geo"]),
+                        record["geofence"],
+                    ),
+                )  # fmt: skip
             # The head in meta lets `records verify` notice a deleted newest record,
             # which the chain alone cannot (its predecessor still links fine).
             self.conn.execute(
@@ -185,12 +198,22 @@ class Store:
 
     def served(self, kpm_id: str, programme: str, period: str) -> bool:
         """Has this KPM already received this programme's aid this period (match or manual)?"""
+        return self.served_by(kpm_id, programme, period) is not None
+
+    def served_by(self, kpm_id: str, programme: str, period: str) -> dict[str, Any] | None:
+        """The latest handover (match or manual) of this KPM/programme/period, from the
+        purge-proof `served` ledger: record id, seq, device, time, decision, geo, geofence."""
         row = self.conn.execute(
-            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-            " AND decision IN (?, ?) LIMIT 1",
-            (kpm_id, programme, period, *SERVED_DECISIONS),
+            "SELECT record_id, seq, device_id, captured_at, decision, geo, geofence FROM served"
+            " WHERE kpm_id = ? AND programme = ? AND period = ? ORDER BY seq DESC LIMIT 1",
+            (kpm_id, programme, period),
         ).fetchone()
-        return row is not None
+        if row is None:
+            return None
+        keys = ("record_id", "seq", "device_id", "captured_at", "decision", "geo", "geofence")
+        out = dict(zip(keys, row, strict=True))
+        out["geo"] = json.loads(out["geo"]) if out["geo"] else None
+        return out
 
     # -- roster --------------------------------------------------------------
     def import_bundle(self, bundle: Bundle) -> int:
@@ -198,18 +221,20 @@ class Store:
         with self.lock, self.transaction():
             self.conn.execute(
                 "INSERT OR REPLACE INTO roster_bundles (bundle_id, issued_at, model, imported_at,"
-                " entries) VALUES (?, ?, ?, ?, ?)",
+                " entries, valid_from, valid_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     bundle.bundle_id,
                     bundle.issued_at,
                     bundle.model,
                     time.time(),
                     len(bundle.entries),
+                    bundle.valid_from,
+                    bundle.valid_until,
                 ),
             )
             self.conn.executemany(
                 "INSERT OR REPLACE INTO roster (kpm_id, programme, period, bundle_id, templates,"
-                " place) VALUES (?, ?, ?, ?, ?, ?)",
+                " place, template_sources) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         e.kpm_id,
@@ -218,6 +243,7 @@ class Store:
                         bundle.bundle_id,
                         json.dumps([b64(t) for t in e.templates]),
                         json.dumps(e.place) if e.place is not None else None,
+                        json.dumps(list(e.template_sources)) if e.template_sources else None,
                     )
                     for e in bundle.entries
                 ],
@@ -225,9 +251,12 @@ class Store:
         return len(bundle.entries)
 
     def roster_entries(self, kpm_id: str) -> list[RosterEntry]:
+        """The KPM's entries, newest period first, each with its bundle's validity window."""
         rows = self.conn.execute(
-            "SELECT kpm_id, programme, period, templates, place FROM roster WHERE kpm_id = ?"
-            " ORDER BY period DESC, programme",
+            "SELECT r.kpm_id, r.programme, r.period, r.templates, r.place, r.template_sources,"
+            " b.valid_from, b.valid_until, r.bundle_id FROM roster r"
+            " LEFT JOIN roster_bundles b ON b.bundle_id = r.bundle_id WHERE r.kpm_id = ?"
+            " ORDER BY r.period DESC, r.programme",
             (kpm_id,),
         ).fetchall()
         return [
@@ -237,20 +266,39 @@ class Store:
                 r[2],
                 tuple(unb64(t) for t in json.loads(r[3])),
                 json.loads(r[4]) if r[4] else None,
+                tuple(json.loads(r[5])) if r[5] else (),
+                r[6],
+                r[7],
+                r[8],
             )
             for r in rows
         ]
 
+    def current_periods(self, now: float) -> dict[str, str]:
+        """Per programme, the newest period among entries whose bundle window holds `now`
+        (bundles without a window count as current): the period this kiosk is serving."""
+        rows = self.conn.execute(
+            "SELECT r.programme, MAX(r.period) FROM roster r"
+            " JOIN roster_bundles b ON b.bundle_id = r.bundle_id"
+            " WHERE (b.valid_from IS NULL OR b.valid_from <= ?)"
+            " AND (b.valid_until IS NULL OR b.valid_until > ?) GROUP BY r.programme",
+            (now, now),
+        ).fetchall()
+        return {str(p): str(period) for p, period in rows}
+
     def roster_summary(self) -> dict[str, Any]:
         entries = int(self.conn.execute("SELECT COUNT(*) FROM roster").fetchone()[0])
         row = self.conn.execute(
-            "SELECT bundle_id, issued_at, model FROM roster_bundles ORDER BY imported_at DESC LIMIT 1"
+            "SELECT bundle_id, issued_at, model, valid_from, valid_until FROM roster_bundles"
+            " ORDER BY imported_at DESC LIMIT 1"
         ).fetchone()
         return {
             "entries": entries,
             "bundle_id": row[0] if row else None,
             "issued_at": row[1] if row else None,
             "model": row[2] if row else None,
+            "valid_from": format_utc(row[3]) if row and row[3] is not None else None,
+            "valid_until": format_utc(row[4]) if row and row[4] is not None else None,
         }
 
     # -- events and meta -----------------------------------------------------

@@ -11,7 +11,7 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 
 from edge.eligibility import check_eligibility
 from edge.records import PROGRAMMES, Evidence, Verification, build_record, seal_evidence
+from edge.roster import RosterEntry
 from edge.store import OutboxFull, OutboxLimits, Store
 
 log = logging.getLogger(__name__)
@@ -129,26 +130,34 @@ class Verifier:
             return self._verify(req)
 
     def _verify(self, req: Request) -> dict[str, Any]:
+        captured_at, clock = self.when()
         entries = self.store.roster_entries(req.kpm_id)
         elig = check_eligibility(
             entries,
-            lambda e: self.store.served(e.kpm_id, e.programme, e.period),
+            lambda e: self.store.served_by(e.kpm_id, e.programme, e.period),
             req.programme,
             req.period,
+            now=captured_at,
+            current=self.store.current_periods(captured_at),
         )
         entry = elig.entry
         programme = entry.programme if entry else (req.programme or "sembako")
         period = entry.period if entry else (req.period or "unknown")
         place = entry.place if entry else None
-        captured_at, clock = self.when()
         geo, geofence = self.where(place)
         score: float | None = None
         threshold: float | None = None
         frames_used = 0
         frames_total = 0
         evidence = None
-        if elig.decision is not None:
+        reason: str | None
+        if elig.decision == "already_served" and req.manual_reason is not None:
+            assert entry is not None and elig.earlier is not None
+            decision, reason = "manual", self._override(entry, elig.earlier, req.manual_reason)
+        elif elig.decision is not None:
             decision, reason = elig.decision, elig.reason
+            if elig.decision == "not_eligible" and clock == "unsynced":
+                reason = f"{reason} (kiosk clock unsynced)"
         elif req.manual_reason is not None:
             assert entry is not None
             if not self._failed_before(entry.kpm_id, entry.programme, entry.period):
@@ -210,6 +219,8 @@ class Verifier:
             "period": period,
             "decision": decision,
             "reason": reason,
+            "reason_code": elig.code if decision == elig.decision else None,
+            "earlier": dict(elig.earlier) if elig.earlier is not None else None,
             "score": record["score"],
             "threshold": record["threshold"],
             "frames_used": frames_used,
@@ -218,6 +229,27 @@ class Verifier:
             "clock": clock,
             "captured_at": record["captured_at"],
         }
+
+    def _override(self, entry: RosterEntry, earlier: Mapping[str, Any], manual_reason: str) -> str:
+        """A manual handover over an earlier one: only after the refusal was recorded.
+
+        The officer first gets (and the store records) `already_served`; asking again
+        with a reason gives a `manual` record naming the earlier record, which HQ's
+        double-collection report lists for review.
+        """
+        row = self.store.conn.execute(
+            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+            " AND decision = 'already_served' AND seq > ? LIMIT 1",
+            (entry.kpm_id, entry.programme, entry.period, int(earlier["seq"])),
+        ).fetchone()
+        if row is None:
+            raise BadRequest(
+                "manual_reason: overriding already_served needs the refusal recorded first "
+                "(verify once without manual_reason)"
+            )
+        return (
+            f"override of already_served (record {earlier['record_id']}): {manual_reason.strip()}"
+        )
 
     def _failed_before(self, kpm_id: str, programme: str, period: str) -> bool:
         row = self.store.conn.execute(

@@ -153,6 +153,9 @@ class SimKiosk:
         seq: int | None = None,
         prev_hash: str | None = None,
         record_id: str | None = None,
+        model: str = MODEL,
+        score: float | None = None,
+        reason: str | None = None,
     ) -> dict[str, Any]:
         """The next record in this kiosk's chain (or one at a chosen seq/prev for forks)."""
         self.clock += 1.0
@@ -164,10 +167,11 @@ class SimKiosk:
             )
         v = Verification(
             kpm_id=kpm_id, programme=programme, period=period, officer_id="OFF-1",
-            decision=decision, score=0.8 if decision == "match" else 0.1, threshold=0.362,
-            model=MODEL, captured_at=self.clock, clock="gps",
+            decision=decision, threshold=0.362,
+            score=score if score is not None else (0.8 if decision == "match" else 0.1),
+            model=model, captured_at=self.clock, clock="gps",
             geo={"lat": -7.1, "lon": 110.4, "eph_m": 5.0, "mode": 3, "fix_age_s": 0.5},
-            geofence=geofence, frames_used=3, evidence=evidence,
+            geofence=geofence, frames_used=3, evidence=evidence, reason=reason,
         )  # fmt: skip
         s = self.seq + 1 if seq is None else seq
         p = self.prev_hash if prev_hash is None else prev_hash

@@ -64,6 +64,20 @@ _runtime_option = click.option(
     show_default=True,
     help="All impostor pairs up to this many, else a seeded sample of this many.",
 )
+@click.option(
+    "--references",
+    type=click.IntRange(1, 8),
+    default=None,
+    help="Also compare 1..N reference templates per identity (registry photo + earlier "
+    "captures): FNMR at the target FMR, thresholds from split identities.",
+)
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Keep the embeddings in this .npz (reused when model and files match).",
+)
 @click.option("--limit-identities", type=click.IntRange(2, None), default=None, hidden=True)
 @click.option("--embedder-variant", default=None, hidden=True, help="e.g. fp32 (comparison)")
 @_runtime_option
@@ -75,6 +89,8 @@ def eval_cmd(
     threshold: float | None,
     plot_path: Path | None,
     max_impostors: int,
+    references: int | None,
+    cache_path: Path | None,
     limit_identities: int | None,
     embedder_variant: str | None,
     runtime: str | None,
@@ -89,14 +105,16 @@ def eval_cmd(
     data = ev.scan(faces_dir, limit_identities)
     pipeline = FacePipeline.from_config(face, embedder_variant=embedder_variant)
     with click.progressbar(length=len(data.paths), label="embedding faces", file=sys.stderr) as bar:
-        rep, sc = ev.evaluate(
-            pipeline,
-            data,
-            target_fmr=target_fmr,
-            threshold=threshold,
-            max_impostors=max_impostors,
-            progress=bar.update,
-        )
+        embeddings = ev.load_or_embed(pipeline, data, cache_path, bar.update)
+    rep, sc = ev.evaluate(
+        pipeline,
+        data,
+        target_fmr=target_fmr,
+        threshold=threshold,
+        max_impostors=max_impostors,
+        embeddings=embeddings,
+        references=references,
+    )
     if plot_path is not None:
         from edge.infer.det_plot import plot_det
 
@@ -142,6 +160,24 @@ def _print_human(rep: dict[str, Any]) -> None:
     if "at_threshold" in rep:
         t = rep["at_threshold"]
         click.echo(f"at threshold {t['threshold']}: FMR {t['fmr']:.6f} FNMR {t['fnmr']:.4f}")
+    refs = rep.get("references")
+    if refs:
+        click.echo(
+            f"reference templates ({refs['enrolled_identities']} enrolled identities, "
+            f"{refs['repeats']} draws, thresholds from the other half at FMR {refs['target_fmr']:g}):"
+        )
+        for r in refs["results"]:
+            fixed = r.get("at_threshold")
+            click.echo(
+                f"  {r['references']} ({r['templates']}): FNMR {r['fnmr']:.4f} "
+                f"(x{r['fnmr_ratio_to_one']} of one) FMR {r['fmr']:.5f} "
+                f"threshold {r['calibrate_on_A']['threshold']:.4f}"
+                + (
+                    f"; at {fixed['threshold']}: FNMR {fixed['fnmr']:.4f} FMR {fixed['fmr']:.5f}"
+                    if fixed
+                    else ""
+                )
+            )
 
 
 @click.command("enroll")

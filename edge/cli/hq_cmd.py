@@ -147,6 +147,17 @@ def roster_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--publish", is_flag=True, help="Publish retained to kiosk/<id>/roster.")
 @click.option("--models-dir", default="", help="Embedder models (default: the bundled ones).")
+@click.option("--valid-from", default=None, help="UTC YYYY-MM-DDTHH:MM:SSZ (default: today 00:00).")
+@click.option("--valid-until", default=None, help="UTC (default: valid-from + 35 days).")
+@click.option(
+    "--add-captures",
+    type=click.IntRange(0, 2),  # the kiosk's thresholds are calibrated for 1..3 templates
+    default=0,
+    show_default=True,
+    help="Per KPM, add up to N earlier verified captures (best match score, one per period) "
+    "as extra templates; their evidence is unsealed at HQ, each look audited.",
+)
+@click.option("--actor", default=None, help="Who unseals captures (audit); default: OS user.")
 @json_option
 def roster_build(
     csv_path: Path,
@@ -155,14 +166,20 @@ def roster_build(
     out: Path | None,
     publish: bool,
     models_dir: str,
+    valid_from: str | None,
+    valid_until: str | None,
+    add_captures: int,
+    actor: str | None,
     as_json: bool,
 ) -> None:
     """Templates from reference photos with the kiosk's embedder, signed by HQ."""
     from edge.hq.keys import load_hq_signing
     from edge.hq.publish import publish_retained, roster_topic
+    from edge.hq.review import check_reviewer
     from edge.hq.roster_build import (
         build_bundle,
         compute_templates,
+        new_bundle_id,
         parse_kpm_csv,
         pipeline_enroller,
     )
@@ -180,10 +197,19 @@ def roster_build(
     rows = parse_kpm_csv(text, str(csv_path))
     if not photos.is_dir():
         raise BadInput(f"{photos}: not a directory of reference photos")
+    window = _window(valid_from, valid_until)
     key = load_hq_signing(Path(cfg.keys.dir))
+    who = check_reviewer(_actor(actor)) if add_captures else ""
     model, enroll = pipeline_enroller(models_dir)
     templates = compute_templates(rows, photos, enroll)
-    bundle = build_bundle(rows, templates, model, key, device_id=device_id)
+    bundle_id = new_bundle_id()
+    captures: dict[str, list[tuple[str, Any]]] = {}
+    if add_captures:
+        captures = _earlier_captures(cfg, rows, model, add_captures, who, bundle_id)
+    bundle = build_bundle(
+        rows, templates, model, key, device_id=device_id, bundle_id=bundle_id,
+        window=window, captures=captures,
+    )  # fmt: skip
     data = canonical_json(bundle)
     topics: list[str] = []
     if out is not None:
@@ -211,11 +237,61 @@ def roster_build(
         "device_id": device_id,
         "out": str(out) if out else None,
         "published": topics,
+        "valid_from": bundle["valid_from"],
+        "valid_until": bundle["valid_until"],
+        "captures_added": sum(len(v) for v in captures.values()),
+        "capture_records": {k: [rid for rid, _e in v] for k, v in sorted(captures.items())},
     }
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"bundle {summary['bundle_id']}: {summary['entries']} entries")
+        click.echo(
+            f"bundle {summary['bundle_id']}: {summary['entries']} entries, valid "
+            f"{summary['valid_from']} .. {summary['valid_until']}, "
+            f"{summary['captures_added']} earlier captures added"
+        )
+
+
+def _window(valid_from: str | None, valid_until: str | None) -> tuple[float, float]:
+    import time
+
+    from edge.hq.roster_build import DEFAULT_VALID_DAYS, default_window
+    from edge.roster import parse_utc
+
+    def parse(option: str, text: str) -> float:
+        try:
+            return parse_utc(text)
+        except ValueError as exc:
+            raise BadInput(f"{option}: {exc}") from None
+
+    lo = parse("--valid-from", valid_from) if valid_from else default_window(time.time())[0]
+    hi = parse("--valid-until", valid_until) if valid_until else lo + DEFAULT_VALID_DAYS * 86400
+    if hi <= lo:
+        raise BadInput("--valid-until: must be later than --valid-from")
+    return lo, hi
+
+
+def _earlier_captures(
+    cfg: HqSettings, rows: Any, model: str, per_kpm: int, actor: str, bundle_id: str
+) -> dict[str, list[tuple[str, Any]]]:
+    """Pick (without unsealing), then audit + unseal the chosen earlier match records."""
+    from edge.hq.captures import (
+        candidates_for,
+        periods_under_review,
+        pick_captures,
+        unseal_captures,
+    )
+    from edge.hq.keys import load_hq_box
+
+    box = load_hq_box(Path(cfg.keys.dir))
+    db = database(cfg)
+    try:
+        kpms = sorted({r.kpm_id for r in rows})
+        chosen = pick_captures(candidates_for(db, kpms), model, per_kpm, periods_under_review(db))
+        opened = unseal_captures(db, box, chosen, actor, bundle_id)
+    finally:
+        db.close()
+    return {k: [(c.record_id, c.embedding) for c in v] for k, v in opened.items()}
 
 
 # -- ingest --------------------------------------------------------------------------
@@ -260,7 +336,7 @@ def _actor(given: str | None) -> str:
 @click.option("--actor", default=None, help="Who runs the 1:N search (audit); default: OS user.")
 @json_option
 def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
-    """Per device, per period/programme, and suspects (1:N at FMR 1e-4)."""
+    """Per device, per period/programme, double collection, and suspects (1:N at FMR 1e-4)."""
     from edge.hq.keys import load_hq_box
     from edge.hq.report import build_report
     from edge.hq.review import check_reviewer
@@ -286,8 +362,22 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
             f"{p['period']} {p['programme']}: {p['matches']} matches, no-match rate "
             f"{p['no_match_rate']}, outside geofence {p['outside_geofence']}"
         )
+    for d in report["double_collection"]:
+        where = "across kiosks" if d["across_kiosks"] else "on one kiosk"
+        click.echo(
+            f"double collection {where}: {d['kpm_id']} {d['programme']} {d['period']} served "
+            f"{d['served']} times: " + ", ".join(
+                f"{r['id']} ({r['decision']}, {r['device_id']}, {r['captured_at']})"
+                for r in d["records"]
+            )
+        )  # fmt: skip
     if report["suspects"] is not None:
         click.echo(f"suspects: {len(report['suspects'])}")
+        for sus in report["suspects"]:
+            click.echo(
+                f"  {sus['period']} same face for {', '.join(sus['kpm_ids'])} "
+                f"(score {sus['max_score']}): records {', '.join(sus['record_ids'])}"
+            )
 
 
 @hq_group.command("review")

@@ -174,3 +174,57 @@ def summarise_chain(links: Iterable[Link]) -> ChainSummary:
             forked_here = True
         out.last_seq = link.seq
     return out
+
+
+# -- double collection (the report) ---------------------------------------------------
+@dataclass(frozen=True)
+class ServedRow:
+    """One stored handover (match or manual), as the report needs it."""
+
+    id: str
+    device_id: str
+    seq: int
+    kpm_id: str
+    programme: str
+    period: str
+    decision: str
+    captured_at: str
+    geofence: str
+    reason: str | None
+
+
+def double_collections(rows: Iterable[ServedRow]) -> list[dict[str, Any]]:
+    """KPM/programme/period served by two or more records anywhere in the fleet.
+
+    Each group lists its records oldest first; `across_kiosks` says whether more than
+    one device was involved (a same-kiosk pair can only be an officer's override).
+    """
+    groups: dict[tuple[str, str, str], list[ServedRow]] = {}
+    for r in rows:
+        groups.setdefault((r.kpm_id, r.programme, r.period), []).append(r)
+    out = []
+    for (kpm, programme, period), recs in sorted(groups.items()):
+        if len(recs) < 2:
+            continue
+        recs.sort(key=lambda r: (r.captured_at, r.device_id, r.seq, r.id))
+        devices = sorted({r.device_id for r in recs})
+        out.append(
+            {
+                "kpm_id": kpm,
+                "programme": programme,
+                "period": period,
+                "served": len(recs),
+                "device_ids": devices,
+                "across_kiosks": len(devices) > 1,
+                "record_ids": [r.id for r in recs],
+                "records": [
+                    {
+                        "id": r.id, "device_id": r.device_id, "seq": r.seq,
+                        "decision": r.decision, "captured_at": r.captured_at,
+                        "geofence": r.geofence, "reason": r.reason,
+                    }
+                    for r in recs
+                ],
+            }
+        )  # fmt: skip
+    return out

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from nacl.public import PrivateKey
 
-from edge.hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE, Link, summarise_chain
+from edge.hq.checks import (
+    BAD_SIGNATURE,
+    UNKNOWN_DEVICE,
+    Link,
+    ServedRow,
+    double_collections,
+    summarise_chain,
+)
 from edge.hq.db import Database
 from edge.hq.store import audit
 from edge.hq.suspects import (
@@ -105,9 +112,17 @@ def period_report(db: Database) -> list[dict[str, Any]]:
         e["decisions"][str(decision)] += int(n)
         if decision in SERVED and geofence == "outside":
             e["outside_geofence"] += int(n)
+    for period, programme, body in db.iter_rows(
+        "SELECT period, programme, body FROM records WHERE decision = 'not_eligible'"
+    ):
+        found = acc.get((str(period), str(programme)))
+        if found is not None:
+            code = str(json.loads(str(body)).get("reason") or "").split(":", 1)[0] or "unknown"
+            found.setdefault("not_eligible_reasons", defaultdict(int))[code] += 1
     out = []
     for key in sorted(acc):
         e = acc[key]
+        e["not_eligible_reasons"] = dict(sorted(e.get("not_eligible_reasons", {}).items()))
         d = e["decisions"]
         checked = d.get("match", 0) + d.get("no_match", 0)
         e["matches"] = d.get("match", 0)
@@ -145,6 +160,41 @@ def period_faces(db: Database, box_key: PrivateKey, period: str) -> list[Face]:
     return faces
 
 
+def double_collection_report(db: Database) -> list[dict[str, Any]]:
+    """The same KPM served (match or manual) twice or more for one programme and period."""
+    rows = db.iter_rows(
+        """SELECT r.id, r.device_id, r.seq, r.kpm_id, r.programme, r.period, r.decision,
+                  r.captured_at, r.geofence, r.body
+           FROM records r JOIN (
+               SELECT kpm_id, programme, period FROM records WHERE decision IN (?, ?)
+               GROUP BY kpm_id, programme, period HAVING COUNT(*) > 1
+           ) d ON d.kpm_id = r.kpm_id AND d.programme = r.programme AND d.period = r.period
+           WHERE r.decision IN (?, ?)""",
+        (*SERVED, *SERVED),
+    )
+    return double_collections(
+        ServedRow(
+            str(rid), str(dev), int(seq), str(kpm), str(prog), str(period), str(decision),
+            str(at), str(fence), json.loads(str(body)).get("reason"),
+        )
+        for rid, dev, seq, kpm, prog, period, decision, at, fence, body in rows
+    )  # fmt: skip
+
+
+def _record_facts(db: Database, ids: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for rid in ids:
+        row = db.one(
+            "SELECT id, device_id, seq, kpm_id, decision, captured_at, geofence FROM records"
+            " WHERE id = ?",
+            (rid,),
+        )
+        if row is not None:
+            keys = ("id", "device_id", "seq", "kpm_id", "decision", "captured_at", "geofence")
+            out.append(dict(zip(keys, row, strict=True)))
+    return out
+
+
 def suspects_report(
     db: Database, box_key: PrivateKey, actor: str, threshold: float = FMR_1E4_THRESHOLD
 ) -> list[dict[str, Any]]:
@@ -161,6 +211,7 @@ def suspects_report(
                     "record_ids": list(s.record_ids),
                     "device_ids": list(s.device_ids),
                     "max_score": s.max_score,
+                    "records": _record_facts(db, list(s.record_ids)),
                 }
             )
     return out
@@ -173,6 +224,7 @@ def build_report(
         "devices": device_report(db),
         "unknown_devices": unknown_devices(db),
         "periods": period_report(db),
+        "double_collection": double_collection_report(db),
         "suspect_threshold": threshold,
         "suspect_fmr": SUSPECT_FMR_TARGET,
         "suspect_threshold_fmr": SUSPECT_THRESHOLD_FMR,

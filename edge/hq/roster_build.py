@@ -13,7 +13,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,21 @@ from nacl.signing import SigningKey
 
 from edge.errors import BadInput
 from edge.records import PROGRAMMES, utc_iso
-from edge.roster import BUNDLE_VERSION, encode_template, parse_bundle, sign_bundle
+from edge.roster import (
+    BUNDLE_VERSION,
+    CAPTURE_PREFIX,
+    MAX_TEMPLATES,
+    REGISTRY,
+    encode_template,
+    format_utc,
+    parse_bundle,
+    sign_bundle,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PHOTOS = 8
+DEFAULT_VALID_DAYS = 35.0  # a monthly period plus a few days' grace
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,16 @@ def photos_for(photos_dir: Path, kpm_id: str) -> list[Path]:
     return found[:MAX_PHOTOS]
 
 
+def default_window(now: float, days: float = DEFAULT_VALID_DAYS) -> tuple[float, float]:
+    """From the start of the issuing UTC day (kiosk clocks may lag a little) for `days`."""
+    start = math.floor(now / 86400) * 86400
+    return float(start), float(start + days * 86400)
+
+
+def new_bundle_id() -> str:
+    return f"b-{uuid.uuid4().hex[:20]}"
+
+
 def build_bundle(
     rows: Sequence[KpmRow],
     templates: dict[str, np.ndarray],
@@ -134,25 +154,41 @@ def build_bundle(
     device_id: str = "*",
     now: float | None = None,
     bundle_id: str | None = None,
+    *,
+    window: tuple[float, float] | None = None,
+    captures: Mapping[str, Sequence[tuple[str, np.ndarray]]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble, validate with the kiosk's own parser, and sign."""
+    """Assemble, validate with the kiosk's own parser, and sign.
+
+    Every bundle carries its validity window (default: `default_window(now)`). Entries
+    whose KPM has `captures` (record id, embedding) get them as extra templates after
+    the registry one, with `template_sources` saying which is which.
+    """
     ts = time.time() if now is None else now
+    lo, hi = window if window is not None else default_window(ts)
+    entries = []
+    for r in rows:
+        extra = list((captures or {}).get(r.kpm_id, ()))[: MAX_TEMPLATES - 1]
+        entry: dict[str, Any] = {
+            "kpm_id": r.kpm_id,
+            "programme": r.programme,
+            "period": r.period,
+            "templates": [encode_template(templates[r.kpm_id])]
+            + [encode_template(e) for _rid, e in extra],
+            "place": r.place,
+        }
+        if extra:
+            entry["template_sources"] = [REGISTRY] + [f"{CAPTURE_PREFIX}{rid}" for rid, _e in extra]
+        entries.append(entry)
     body = {
         "v": BUNDLE_VERSION,
-        "bundle_id": bundle_id or f"b-{uuid.uuid4().hex[:20]}",
+        "bundle_id": bundle_id or new_bundle_id(),
         "issued_at": utc_iso(ts),
+        "valid_from": format_utc(lo),
+        "valid_until": format_utc(hi),
         "model": model,
         "device_id": device_id,
-        "entries": [
-            {
-                "kpm_id": r.kpm_id,
-                "programme": r.programme,
-                "period": r.period,
-                "templates": [encode_template(templates[r.kpm_id])],
-                "place": r.place,
-            }
-            for r in rows
-        ],
+        "entries": entries,
     }
     parse_bundle(body, "<built bundle>")  # the kiosk refuses anything this refuses
     return sign_bundle(body, key)

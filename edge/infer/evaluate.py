@@ -248,8 +248,11 @@ def evaluate(
     max_impostors: int = 6_000_000,
     progress: Callable[[int], None] | None = None,
     embeddings: tuple[np.ndarray, np.ndarray, dict[str, int]] | None = None,
+    references: int | None = None,
 ) -> tuple[dict[str, Any], Scores]:
-    """The full report (JSON-ready) and the scores (for the DET plot)."""
+    """The full report (JSON-ready) and the scores (for the DET plot).
+
+    With `references` N, also one reference template against 2..N (reference_study)."""
     emb, ok, counts = embeddings or embed_dataset(pipeline, data, progress)
     sc = score_pairs(emb, ok, data.labels, max_impostors)
     if sc.gen.size == 0 or sc.imp.size == 0:
@@ -284,4 +287,156 @@ def evaluate(
         thresholds["given"] = float(threshold)
     if data.slices:
         rep["slices"] = slice_report(sc, data, thresholds)
+    if references is not None:
+        rep["references"] = reference_study(
+            emb, ok, data.labels, references, target_fmr=target_fmr, fixed_threshold=threshold
+        )
     return rep, sc
+
+
+def load_or_embed(
+    pipeline: FacePipeline,
+    data: Dataset,
+    cache: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Embeddings from `cache` (.npz) when it was made by this embedder from these files,
+    else computed (and saved there): the slow part is done once per model and folder."""
+    key = json.dumps([pipeline.embedder_sha256, [str(p) for p in data.paths]])
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    counts = json.loads(str(z["counts"]))
+                    return z["emb"], z["ok"], {str(k): int(v) for k, v in counts.items()}
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or another format: recompute
+    emb, ok, counts = embed_dataset(pipeline, data, progress)
+    if cache is not None:
+        with cache.open("wb") as fh:
+            np.savez(fh, emb=emb, ok=ok, key=np.array(key), counts=np.array(json.dumps(counts)))
+    return emb, ok, counts
+
+
+# -- one reference template against several ------------------------------------------
+def _halves(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Per identity: True in half A (seeded), so calibration and test never share a face."""
+    ids = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    in_a = set(rng.permutation(ids)[: ids.size // 2].tolist())
+    return np.array([int(i) in in_a for i in range(int(labels.max()) + 1)])
+
+
+def _gallery_scores(
+    emb: np.ndarray,
+    refs: np.ndarray,
+    probes: list[int],
+    probe_owner: np.ndarray,
+    gallery_ids: np.ndarray,
+    n: int,
+    fuse: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) scores of probes against galleries of the first n references.
+
+    refs: (identities x max_refs) image indices. A gallery scores its best template
+    (the kiosk's rule), or, with fuse, one mean template of the n references.
+    """
+    r = emb[refs[:, :n]]  # G x n x 128
+    if fuse:
+        m = r.mean(axis=1)
+        r = (m / np.linalg.norm(m, axis=1, keepdims=True))[:, None, :]
+    p = emb[np.asarray(probes, np.int64)]  # P x 128
+    s = np.einsum("pd,gkd->pgk", p, r).max(axis=2)  # P x G
+    own = probe_owner[:, None] == gallery_ids[None, :]
+    return s[own], s[~own]
+
+
+def reference_study(
+    emb: np.ndarray,
+    ok: np.ndarray,
+    labels: np.ndarray,
+    max_refs: int = 3,
+    *,
+    target_fmr: float = 1e-3,
+    fixed_threshold: float | None = None,
+    repeats: int = 5,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """FNMR at FMR `target_fmr` with 1..max_refs reference templates per identity.
+
+    Identities with at least max_refs + 1 acquired photos are enrolled: per repeat, a
+    seeded shuffle picks max_refs of their photos as references (the first plays the
+    civil-registry photo, the others earlier captures) and the rest are probes. All
+    other acquired photos are impostor-only probes. Identities are split in halves: the
+    threshold for each N is chosen on one half's impostor scores and FNMR/FMR measured on
+    the other half (then the other way round), because more templates per gallery also
+    raise the best impostor score, so each N needs its own threshold. The same probes
+    are used for every N, so the differences are the references' doing.
+    """
+    if max_refs < 1:
+        raise BadInput("--references: expected at least 1")
+    idx_ok = np.nonzero(ok)[0]
+    n_ids = int(labels.max()) + 1
+    by_id = [idx_ok[labels[idx_ok] == i] for i in range(n_ids)]
+    enrolled = np.array([i for i in range(n_ids) if by_id[i].size >= max_refs + 1], np.int64)
+    if enrolled.size < 4:
+        raise BadInput(f"evaluation: need 4+ identities with {max_refs + 1}+ photos")
+    in_a = _halves(labels, seed)
+    variants = [(n, False) for n in range(1, max_refs + 1)] + [
+        (n, True) for n in range(2, max_refs + 1)
+    ]
+    pooled: dict[tuple[int, bool, str], tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        refs = np.stack([rng.permutation(by_id[i])[:max_refs] for i in enrolled])
+        used = set(refs.reshape(-1).tolist())
+        for half, mask in (("A", in_a), ("B", ~in_a)):
+            g = np.nonzero(mask[enrolled])[0]
+            probes = [int(j) for j in idx_ok if mask[labels[j]] and int(j) not in used]
+            owner = labels[np.asarray(probes, np.int64)]
+            for n, fuse in variants:
+                gen, imp = _gallery_scores(emb, refs[g], probes, owner, enrolled[g], n, fuse)
+                acc = pooled.setdefault((n, fuse, half), ([], []))
+                acc[0].append(gen)
+                acc[1].append(imp)
+    out: dict[str, Any] = {
+        "max_refs": max_refs,
+        "enrolled_identities": int(enrolled.size),
+        "repeats": repeats,
+        "seed": seed,
+        "target_fmr": target_fmr,
+        "rule": "best template counts (kiosk matcher); 'mean' = one fused template",
+        "results": [],
+    }
+    for n, fuse in variants:
+        row: dict[str, Any] = {"references": n, "templates": "mean" if fuse else "best"}
+        fnmrs, fmrs = [], []
+        for cal, test in (("A", "B"), ("B", "A")):
+            imp_cal = np.concatenate(pooled[(n, fuse, cal)][1])
+            gen_t = np.concatenate(pooled[(n, fuse, test)][0])
+            imp_t = np.concatenate(pooled[(n, fuse, test)][1])
+            t = threshold_at_fmr(imp_cal, target_fmr)
+            fnmrs.append(fnmr_at(gen_t, t))
+            fmrs.append(fmr_at(imp_t, t))
+            row[f"calibrate_on_{cal}"] = {
+                "threshold": round(t, 6),
+                f"fnmr_on_{test}": round(fnmrs[-1], 6),
+                f"fmr_on_{test}": round(fmrs[-1], 8),
+                f"genuine_{test}": int(gen_t.size),
+                f"impostor_{test}": int(imp_t.size),
+            }
+        row["fnmr"] = round(float(np.mean(fnmrs)), 6)
+        row["fmr"] = round(float(np.mean(fmrs)), 8)
+        if fixed_threshold is not None:
+            gen = np.concatenate([np.concatenate(pooled[(n, fuse, h)][0]) for h in "AB"])
+            imp = np.concatenate([np.concatenate(pooled[(n, fuse, h)][1]) for h in "AB"])
+            row["at_threshold"] = {
+                "threshold": fixed_threshold,
+                "fnmr": round(fnmr_at(gen, fixed_threshold), 6),
+                "fmr": round(fmr_at(imp, fixed_threshold), 8),
+            }
+        out["results"].append(row)
+    base = out["results"][0]["fnmr"]
+    for row in out["results"]:
+        row["fnmr_ratio_to_one"] = round(row["fnmr"] / base, 4) if base else None
+    return out
