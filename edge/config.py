@@ -78,6 +78,10 @@ class FaceConfig:
     runtime: str = field(default="auto", metadata=_choices("auto", "tflite_runtime", "litert"))
     threads: int = field(default=2, metadata=_rng(1, 16))
     threshold: float = field(default=0.365, metadata=_rng(-1.0, 1.0))
+    # A KPM with more templates (registry photo + earlier captures) gets more chances to
+    # match by luck, so each count has its own FMR 1e-3 point (docs/accuracy.md).
+    threshold_2_templates: float = field(default=0.381, metadata=_rng(-1.0, 1.0))
+    threshold_3_templates: float = field(default=0.389, metadata=_rng(-1.0, 1.0))
     detector_score: float = field(default=0.6, metadata=_rng(0.05, 0.99))
     min_face_px: int = field(default=60, metadata=_rng(16, 2000))
     min_sharpness: float = field(default=20.0, metadata=_rng(0.0, 1e6))
@@ -225,6 +229,13 @@ def _cross_checks(cfg: Config) -> None:
     path = cfg.source
     if cfg.face.min_brightness >= cfg.face.max_brightness:
         raise ConfigError(path, "face.min_brightness", "expected less than face.max_brightness")
+    if not cfg.face.threshold <= cfg.face.threshold_2_templates <= cfg.face.threshold_3_templates:
+        raise ConfigError(
+            path,
+            "face.threshold_2_templates",
+            "expected face.threshold <= threshold_2_templates <= threshold_3_templates"
+            " (more templates give more chances of a false match)",
+        )
     if cfg.face.min_good_frames > cfg.face.burst_frames:
         raise ConfigError(path, "face.min_good_frames", "expected at most face.burst_frames")
     if cfg.gps.reconnect_min_s > cfg.gps.reconnect_max_s:

@@ -50,7 +50,9 @@ def test_example_parses_and_lists_every_field() -> None:
 
 
 def test_written_config_checks_and_shows(write_config: WriteConfig) -> None:
-    cfg = write_config(face={"threshold": 0.4})
+    cfg = write_config(
+        face={"threshold": 0.4, "threshold_2_templates": 0.41, "threshold_3_templates": 0.42}
+    )
     res = run_edge("config", "check", "--config", str(cfg), "--json")
     assert res.returncode == 0 and '"ok": true' in res.stdout
     res = run_edge("config", "show", "--config", str(cfg))
@@ -80,6 +82,8 @@ BAD: list[tuple[str, str, str]] = [
     ('[camera]\nbackend = "usb"\n', "camera.backend", "expected one of"),
     ("[face]\nmin_brightness = 200.0\nmax_brightness = 100.0\n", "face.min_brightness", "less"),
     ("[face]\nburst_frames = 2\nmin_good_frames = 3\n", "face.min_good_frames", "burst_frames"),
+    ("[face]\nthreshold = 0.5\n", "face.threshold_2_templates", "false match"),
+    ("[face]\nthreshold_3_templates = 0.37\n", "face.threshold_2_templates", "<="),
     ("[gps]\nreconnect_min_s = 9.0\nreconnect_max_s = 1.0\n", "gps.reconnect_min_s", "at most"),
     ('[mqtt]\nenabled = true\ntls = true\nca_file = ""\n', "mqtt.ca_file", "file path"),
     ('[device]\nstate_dir = ""\n', "device.state_dir", "directory"),

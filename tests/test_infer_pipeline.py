@@ -143,3 +143,22 @@ def test_enroll_template_from_photos(pl, tmp_path: Path):
         enroll_template(pl, [paths[0], blank])
     with pytest.raises(BadInput):
         enroll_template(pl, [])
+
+
+def test_more_templates_need_a_higher_score(pl: FacePipeline) -> None:
+    """A score that passes with one template fails with two: each count has its own FMR point."""
+    frame = load_image(Path(__file__).resolve().parents[1] / "edge/samples/faces/grace_hopper.jpg")
+    live = pl.analyse(frame).embedding
+    assert live is not None
+    other = np.random.default_rng(3).standard_normal(live.shape).astype(np.float32)
+    other -= float(other @ live) * live
+    other /= np.linalg.norm(other)
+    cos = (pl.threshold + pl.threshold_for(2)) / 2  # between the 1- and 2-template points
+    ref = (cos * live + np.sqrt(1 - cos**2) * other).astype(np.float32)
+    assert pl.threshold < pl.threshold_for(2) < pl.threshold_for(3) == pl.threshold_for(8)
+    one = pl.verify_burst([frame], [ref])
+    two = pl.verify_burst([frame], [ref, -live])
+    assert one.decision == "match" and one.threshold == pl.threshold
+    assert one.score == pytest.approx(cos, abs=0.02)
+    assert two.decision == "no_match" and two.threshold == pl.threshold_for(2)
+    assert two.score == pytest.approx(one.score, abs=1e-6)

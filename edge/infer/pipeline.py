@@ -71,11 +71,14 @@ class FacePipeline:
         threshold: float,
         min_good_frames: int = 1,
         embedder_sha256: str = "",
+        more_templates: tuple[float, ...] = (),
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.limits = limits
         self.threshold = float(threshold)
+        # thresholds for 2, 3, ... reference templates; the last holds for any more
+        self.more_templates = tuple(float(t) for t in more_templates)
         self.min_good_frames = int(min_good_frames)
         self.embedder_sha256 = embedder_sha256 or embedder.model.sha256
 
@@ -109,7 +112,14 @@ class FacePipeline:
             face_cfg.threshold,
             face_cfg.min_good_frames,
             sha,
+            (face_cfg.threshold_2_templates, face_cfg.threshold_3_templates),
         )
+
+    def threshold_for(self, n_templates: int) -> float:
+        """The operating point for a KPM with this many reference templates."""
+        if n_templates <= 1 or not self.more_templates:
+            return self.threshold
+        return self.more_templates[min(n_templates - 2, len(self.more_templates) - 1)]
 
     @property
     def runtime(self) -> str:
@@ -137,14 +147,15 @@ class FacePipeline:
         if len(frames) == 0:
             raise BadInput("burst: no frames")
         results = [self.analyse(f) for f in frames]
+        threshold = self.threshold_for(len(references))
         rule = decide_burst(
-            [r.outcome() for r in results], references, self.threshold, self.min_good_frames
+            [r.outcome() for r in results], references, threshold, self.min_good_frames
         )
         crop = results[rule.used[0]].crop if rule.used else None
         return BurstDecision(
             decision=rule.decision,
             score=rule.score,
-            threshold=self.threshold,
+            threshold=threshold,
             frames_used=len(rule.used),
             frames_total=len(frames),
             reason=rule.reason,
