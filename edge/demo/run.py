@@ -31,7 +31,7 @@ from edge.roster import encode_template, sign_bundle
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 HQ_USER = "hq.demo"
-PERIOD = "2026-11"
+PERIOD = time.strftime("%Y-%m", time.gmtime())  # the month being served
 VILLAGE = {"type": "point", "lat": -7.7157, "lon": 110.3648, "radius_m": 1000}
 
 
@@ -140,6 +140,8 @@ class Demo:
             "v": 1,
             "bundle_id": "demo-" + time.strftime("%Y%m%d%H%M%S"),
             "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # no validity window (allowed): the kiosk's clock comes from the bundled GPS
+            # track, whose date is fixed, so any window would one day exclude it
             "model": model_sha,
             "device_id": "*",
             "entries": [
