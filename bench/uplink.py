@@ -7,8 +7,10 @@ client certificates, on a free loopback port), with the same records:
 - baseline: one paho client publishes a record at QoS 1 and waits for its PUBACK, then the next;
 - uplink: `edge.uplink.Uplink` drains the same outbox (in-flight window, batched commits),
   with a small HQ that acks; timed to every PUBACK ("sent") and to every HQ ack ("acked").
-Bytes: the MQTT PUBLISH packet per record (computed from the packet layout), and the TLS
-bytes the kernel sent per record (TCP `bytes_sent` from `ss -ti` for the kiosk's socket).
+Bytes: the record's JSON and its compressed wire payload (edge.uplink.wire; the naive loop
+sends the JSON), the MQTT PUBLISH packet per record (computed from the packet layout), and the
+TLS bytes the kernel sent per record (TCP `bytes_sent` from `ss -ti` for the kiosk's socket).
+The round trip comes from tests/link_emulator.py (delay only, no bandwidth cap).
 Evidence: an aligned-size 112x112 JPEG crop of a face from ../shared/data (made in memory,
 never written) and a 128-float embedding, sealed to HQ's key, as the kiosk would send.
 """
@@ -16,7 +18,6 @@ never written) and a 128-float embedding, sealed to HQ's key, as the kiosk would
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import io
 import json
@@ -24,7 +25,6 @@ import platform
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from edge.keys import device_id_for
 from edge.records import Evidence, seal_evidence
 from edge.store import Store
 from edge.uplink import Uplink
+from edge.uplink.wire import encode
 from tests.hq_sim import HqSim
+from tests.link_emulator import FOREVER, LinkEmulator, LinkSpec, Phase
 from tests.mqtt_fixtures import Broker, Pki, connect_client, wait_for
 from tests.roster_fixtures import make_verification, record_builder
 from tests.uplink_support import mqtt_config, outbox_config
@@ -74,51 +76,13 @@ def fill(db: Path, key: SigningKey, n: int, evidence: bool) -> None:
     store.close()
 
 
-class DelayProxy:
-    """A loopback TCP proxy that holds every chunk for `one_way_s` in each direction.
+def delay_link(target_port: int, rtt_ms: float) -> LinkEmulator:
+    """The link emulator with only a round trip (no jitter, 1 Gbit/s): what a window hides.
 
-    netem is not available here; this gives both contenders the same round-trip time, which
-    is what a mobile link adds and what an in-flight window is for.
+    netem is not available here; this gives both contenders the same round-trip time.
     """
-
-    def __init__(self, target_port: int, one_way_s: float) -> None:
-        self.target_port = target_port
-        self.delay = one_way_s
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = int(server.sockets[0].getsockname()[1])
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while data := await r.read(65536):
-                loop.call_later(self.delay, w.write, data)
-            loop.call_later(self.delay, w.close)
-        except (ConnectionError, OSError):
-            w.close()
-
-    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pump(r, uw), self._pump(ur, w))
-
-    def close(self) -> None:
-        def stop() -> None:
-            for task in asyncio.all_tasks(self._loop):
-                task.cancel()
-            self._loop.call_later(0.05, self._loop.stop)
-
-        self._loop.call_soon_threadsafe(stop)
-        self._thread.join(5)
+    spec = LinkSpec(f"rtt{rtt_ms:g}ms", rtt_ms / 2.0, 0.0, 1e6, 1e6)
+    return LinkEmulator(target_port, [Phase(FOREVER, spec)]).start()
 
 
 def publish_packet_bytes(topic: str, payload_len: int) -> int:
@@ -193,7 +157,7 @@ def run_one(
     """Baseline then uplink on one fresh broker (no HQ session left over from another run)."""
     broker = Broker(root / f"broker-{evidence}-{rtt_ms}", pki)
     broker.start()
-    proxy = DelayProxy(broker.port, rtt_ms / 2000.0) if rtt_ms > 0 else None
+    proxy = delay_link(broker.port, rtt_ms) if rtt_ms > 0 else None
     try:
         port = proxy.port if proxy else broker.port
         return {"rtt_ms": rtt_ms, **_run_one(root, pki, broker, port, n, inflight, evidence)}
@@ -235,8 +199,12 @@ def _run_one(
         "ratio_puback_vs_baseline": round(base_s / d["s"], 2),
         "ratio_hq_ack_vs_baseline": round(base_s / acked["s"], 2),
         "record_json_bytes": round(mean_body, 1),
-        "mqtt_publish_bytes_per_record": round(
+        "wire_payload_bytes": round(sum(len(encode(b)) for b in bodies) / n, 1),
+        "mqtt_publish_bytes_per_record_json": round(
             sum(publish_packet_bytes(topic, len(b)) for b in bodies) / n, 1
+        ),
+        "mqtt_publish_bytes_per_record_wire": round(
+            sum(publish_packet_bytes(topic, len(encode(b))) for b in bodies) / n, 1
         ),
         "tls_bytes_per_record_baseline": round(base_tls / n, 1),
         "tls_bytes_per_record_uplink": round(d["tls_bytes"] / n, 1) if d["tls_bytes"] else None,

@@ -131,11 +131,11 @@ class MqttConfig:
     cert_file: str = ""
     key_file: str = ""
     topic_prefix: str = "kiosk"
-    keepalive_s: int = field(default=60, metadata=_rng(5, 3600))
+    keepalive_s: int = field(default=15, metadata=_rng(5, 3600))
     session_expiry_s: int = field(default=7 * 86400, metadata=_rng(0, 4_294_967_295))
-    inflight: int = field(default=20, metadata=_rng(1, 1000))
+    inflight: int = field(default=100, metadata=_rng(1, 1000))
     reconnect_min_s: float = field(default=1.0, metadata=_rng(0.05, 600.0))
-    reconnect_max_s: float = field(default=300.0, metadata=_rng(0.1, 86400.0))
+    reconnect_max_s: float = field(default=60.0, metadata=_rng(0.1, 86400.0))
     connect_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 600.0))
     status_interval_s: float = field(default=60.0, metadata=_rng(1.0, 86400.0))
 

@@ -8,6 +8,7 @@ per id so a test can tell redelivery of the same id from anything else.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import threading
 from typing import Any
@@ -16,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.uplink.wire import WireError, decode
 from tests.mqtt_fixtures import HQ_IDENTITY, Broker, ClientTls
 
 
@@ -27,6 +29,7 @@ class HqSim:
         self.ack = ack
         self.lock = threading.Lock()
         self.deliveries: collections.Counter[str] = collections.Counter()
+        self.variants: dict[str, set[str]] = collections.defaultdict(set)  # id -> sha256 of bytes
         self.bad: list[str] = []
         self.status: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         self._to_ack: dict[str, list[str]] = collections.defaultdict(list)
@@ -73,8 +76,9 @@ class HqSim:
             return
         device = parts[1]
         try:
-            obj = json.loads(bytes(msg.payload))
-        except ValueError:
+            raw = bytes(msg.payload)
+            obj = json.loads(decode(raw) if parts[2] == "records" else raw)
+        except (ValueError, WireError):
             with self.lock:
                 self.bad.append(str(msg.topic))
             return
@@ -89,6 +93,7 @@ class HqSim:
             return
         with self.lock:
             self.deliveries[rid] += 1  # "stored" before it is acked
+            self.variants[rid].add(hashlib.sha256(decode(raw)).hexdigest())
             self._to_ack[device].append(rid)
         self._wake.set()
 

@@ -24,12 +24,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.hq.checks import MALFORMED, STORAGE_REFUSED, Rejected, check_message
+from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
 from edge.hq.config import HqSettings
 from edge.hq.db import Database
 from edge.hq.mqtt_tls import apply_tls
 from edge.hq.registry import KeyCache
 from edge.hq.store import BatchResult, Incoming, store_batch
+from edge.uplink.wire import WireError, WireTooLarge, decode
 
 log = logging.getLogger(__name__)
 ACK_CHUNK = 100  # ids per ack message, well under the kiosk's ack size bound
@@ -191,6 +192,12 @@ class IngestWorker:
         if device is None:
             verdict: Any = Rejected(MALFORMED, f"unexpected topic {msg.topic[:200]!r}")
         else:
+            try:
+                # Compressed on the wire (edge.uplink.wire): checked and stored as the JSON.
+                payload = decode(payload, self.settings.ingest.max_payload_bytes)
+            except WireError as exc:
+                why = TOO_LARGE if isinstance(exc, WireTooLarge) else MALFORMED
+                return Incoming(msg.topic, device, payload, Rejected(why, str(exc)), token=msg)
             try:
                 verdict = check_message(
                     payload, device, self.keys, self.settings.ingest.max_payload_bytes

@@ -28,6 +28,7 @@ class ConnAck:
     ok: bool
     session_present: bool
     reason: str
+    receive_maximum: int = 65535  # the broker's in-flight limit for our QoS 1 publishes
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,20 @@ class Link:
         self.client = c
 
     # -- paho callbacks (run inside loop(), in the caller's thread) -----------
-    def _on_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, props: Any) -> None:
         ok = not rc.is_failure
         self.connected = ok
-        self.events.append(ConnAck(ok, bool(getattr(flags, "session_present", False)), str(rc)))
+        # paho does not hold us to the broker's Receive Maximum; exceeding it is a protocol
+        # error that gets the connection dropped, so the caller caps its window with it.
+        rmax = getattr(props, "ReceiveMaximum", None)
+        self.events.append(
+            ConnAck(
+                ok,
+                bool(getattr(flags, "session_present", False)),
+                str(rc),
+                int(rmax) if isinstance(rmax, int) and rmax > 0 else 65535,
+            )
+        )
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.connected = False

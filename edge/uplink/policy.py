@@ -70,3 +70,25 @@ def capacity(rows: int, size: int, max_rows: int, max_bytes: int) -> Capacity:
 def window_room(in_flight: int, window: int) -> int:
     """How many more publishes fit in the in-flight window."""
     return max(0, window - in_flight)
+
+
+def window_fits(count: int, in_flight_bytes: int, size: int, window: int, max_bytes: int) -> bool:
+    """Does one more publish of `size` bytes fit the in-flight window?
+
+    Counted and weighed: at most `window` messages and (after the first) at most `max_bytes`
+    unanswered on the link. The count fills a fast link; the bytes keep a slow one from
+    queueing seconds of records behind every PUBACK (bufferbloat that would also delay pings).
+    """
+    if count >= window:
+        return False
+    return count == 0 or in_flight_bytes + size <= max_bytes
+
+
+def stalled(now: float, waiting_since: float | None, stall_s: float) -> bool:
+    """True when publishes have waited `stall_s` with no PUBACK at all: the link is dead.
+
+    `waiting_since` is the later of the last PUBACK and the moment the window stopped being
+    empty (None when nothing is in flight). Noticed while sending, this beats the keepalive
+    (a PINGREQ only goes out after `keepalive` of silence, and the verdict takes another).
+    """
+    return waiting_since is not None and now - waiting_since >= stall_s

@@ -25,8 +25,9 @@ from edge.uplink.acks import AckRefused, parse_acks
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
 from edge.uplink.downlink import current_bundle, receive_roster
 from edge.uplink.outbox import Outbox
-from edge.uplink.policy import backoff_delay, window_room
+from edge.uplink.policy import backoff_delay, stalled, window_fits, window_room
 from edge.uplink.topics import Topics
+from edge.uplink.wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,10 @@ IDLE_POLL_S = 0.25  # how often an idle link looks for new records (wake() skips
 STATUS_MIN_GAP_S = 1.0
 STABLE_LINK_S = 30.0  # a link up this long resets the reconnect backoff
 FLUSH_EVERY_S = 0.25  # commit PUBACK/ack bookkeeping at most this often ...
-FLUSH_AT_IDS = (
-    1000  # ... unless this many ids are waiting  # at most one "on change" status per second
-)
+FLUSH_AT_IDS = 1000  # ... unless this many ids are waiting
+# Payload bytes unanswered on the link at most (besides mqtt.inflight messages): about twice
+# a 3G link's bandwidth-delay product (1 Mbit/s x 200 ms = 25 kB), and ~4 s of queue on 2G.
+INFLIGHT_BYTES = 48 * 1024
 
 
 class Uplink:
@@ -81,6 +83,12 @@ class Uplink:
         self._acked: list[str] = []
         self._last_flush = 0.0
         self._inflight: dict[int, str] = {}  # paho mid (this connection only) -> record id
+        self._inflight_size: dict[int, int] = {}  # paho mid -> payload bytes on the wire
+        self._inflight_bytes = 0
+        self._waiting_since: float | None = None  # see policy.stalled
+        self._avg_payload = 512  # running mean of payload sizes, to size a fetch
+        # A link with publishes in flight and no PUBACK for this long is dead (see README).
+        self.stall_s = float(mqtt_cfg.keepalive_s)
         self._cooldown: dict[str, float] = {}  # record id -> monotonic time to retry (rejected)
         self._more = True
         self._last_scan = 0.0
@@ -212,6 +220,9 @@ class Uplink:
             if time.monotonic() > self._connect_deadline:
                 self._drop_link("no CONNACK in time")
             return
+        if stalled(time.monotonic(), self._waiting_since, self.stall_s):
+            self._drop_link(f"no PUBACK for {self.stall_s:g} s with records in flight")
+            return
         if self._offline_requested.is_set() and not self._offline_done.is_set():
             link.close(
                 self.topics.status, status_doc.encode(status_doc.offline_status(self.device_id))
@@ -221,8 +232,8 @@ class Uplink:
             self._link = None
             self._stop.set()
             return
+        self._maybe_status(link)  # first: after a reconnect "online" must not queue behind records
         self._fill_window(link)
-        self._maybe_status(link)
         if not busy and not self._more:
             if self._wake.wait(IDLE_POLL_S):
                 self._more = True
@@ -255,6 +266,9 @@ class Uplink:
         self._online = False
         # Whatever was in flight is still pending/sent in the outbox; it goes again.
         self._inflight.clear()
+        self._inflight_size.clear()
+        self._inflight_bytes = 0
+        self._waiting_since = None
         try:
             self._flush()
         except Exception as exc:
@@ -287,6 +301,9 @@ class Uplink:
                 self._link.closed = True
             return
         assert self._link is not None
+        self.window = min(self.cfg.inflight, ev.receive_maximum)
+        if self.window < self.cfg.inflight:
+            log.info("in-flight window %d (the broker's receive maximum)", self.window)
         self._online = True
         self._online_since = time.monotonic()
         self._more = True
@@ -299,6 +316,8 @@ class Uplink:
         rid = self._inflight.pop(ev.mid, None)
         if rid is None:
             return  # a status publish
+        self._inflight_bytes -= self._inflight_size.pop(ev.mid, 0)
+        self._waiting_since = time.monotonic() if self._inflight else None
         if ev.ok:
             self._pubacked[rid] = None
             return
@@ -355,6 +374,8 @@ class Uplink:
 
     def _fill_window(self, link: Link) -> None:
         room = window_room(len(self._inflight), self.window)
+        if self._inflight:  # fetch about what the byte budget takes, not a whole window
+            room = min(room, max(0, INFLIGHT_BYTES - self._inflight_bytes) // self._avg_payload)
         now_m = time.monotonic()
         if room == 0 or not (self._more or now_m - self._last_scan >= 1.0):
             return
@@ -371,11 +392,22 @@ class Uplink:
         )
         self._more = len(batch) == room
         for item in batch:
-            mid = link.publish(self.topics.records, item.body, qos=1)
+            payload = encode(item.body)  # compressed on the wire; HQ inflates to these bytes
+            if not window_fits(
+                len(self._inflight), self._inflight_bytes, len(payload), self.window, INFLIGHT_BYTES
+            ):
+                self._more = True  # the byte budget is full: the rest waits for PUBACKs
+                return
+            mid = link.publish(self.topics.records, payload, qos=1)
             if mid is None:
                 self._more = True
                 return
+            if not self._inflight:
+                self._waiting_since = time.monotonic()
             self._inflight[mid] = item.record_id
+            self._inflight_size[mid] = len(payload)
+            self._inflight_bytes += len(payload)
+            self._avg_payload = max(64, (7 * self._avg_payload + len(payload)) // 8)
             self._count("published")
 
     # -- roster ------------------------------------------------------------------------
