@@ -8,6 +8,7 @@ APT_PACKAGES=(
   python3-venv python3-dev build-essential pkg-config libsystemd-dev
   mosquitto mosquitto-clients gpsd gpsd-clients openssl
   iproute2 nftables systemd util-linux postgresql procps debootstrap
+  qemu-user-static binfmt-support
 )
 
 SUDO=""
@@ -27,6 +28,16 @@ fi
 for svc in mosquitto gpsd gpsd.socket; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
+
+# The arm64 check (tools/arm64_check.py, tests/test_arm64.py) runs the kiosk's aarch64
+# wheels under qemu-user-static: that needs binfmt_misc mounted and the handler enabled.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  $SUDO update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 \
+    || $SUDO systemctl restart systemd-binfmt >/dev/null 2>&1 || true
+fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
