@@ -1,6 +1,6 @@
 """Uplink drain rate vs a naive publish-and-wait loop, and bytes per record on the wire.
 
-Run by hand (needs Debian's mosquitto): `python -m bench.uplink [-n 2000] [--inflight 20]`.
+Run by hand (needs Debian's mosquitto): `python -m bench.uplink [-n 2000] [--inflight 100]`.
 
 Both sides run in this one process against the same broker (the shipped config, TLS with
 client certificates, on a free loopback port), with the same records:
@@ -216,7 +216,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000, help="records per run on plain loopback")
     p.add_argument("--rtt-ms", type=float, default=40.0, help="added round trip (0: skip)")
     p.add_argument("--rtt-n", type=int, default=300, help="records per run with --rtt-ms")
-    p.add_argument("--inflight", type=int, default=20)
+    p.add_argument("--inflight", type=int, default=100)  # the shipped mqtt.inflight
     p.add_argument("--dir", type=Path, default=None)
     a = p.parse_args()
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
