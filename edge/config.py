@@ -160,6 +160,18 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    """The officer's kiosk screen: who may sign in, retry and lockout limits, language."""
+
+    officers_file: str = "/etc/bansos-edge/officers.toml"
+    max_attempts: int = field(default=3, metadata=_rng(1, 10))
+    pin_lockout_after: int = field(default=3, metadata=_rng(1, 20))
+    lockout_s: float = field(default=300.0, metadata=_rng(1.0, 86400.0))
+    session_idle_s: float = field(default=600.0, metadata=_rng(10.0, 86400.0))
+    language: str = field(default="id", metadata=_choices("id", "en"))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole kiosk configuration; `source` names the file it came from."""
 
@@ -172,6 +184,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
     source: str = "<defaults>"
 
 

@@ -24,6 +24,7 @@ from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
 from edge.parts import Parts, build_parts
 from edge.store import OutboxFull, OutboxLimits, Store
+from edge.ui.kiosk import KioskUi, Reply
 from edge.verification import BadRequest, Verifier, parse_request
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Daemon:
         self.state = "starting"
         self._threads: list[threading.Thread] = []
         self._camera_lock = threading.Lock()
+        self.ui = KioskUi(self)
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
@@ -70,6 +72,7 @@ class Daemon:
             t.start()
             self._threads.append(t)
         self.state = "ready"
+        self.ui.book()  # a bad officers file is logged now; the screen says sign-in is off
         self.store.log_event("daemon_started", version=__version__)
         self.notifier.ready(self.status_line())
         log.info("ready: device %s, api %s", self.device_id, self.api.address)
@@ -203,6 +206,12 @@ class Daemon:
         except OutboxFull as exc:
             log.error("%s", exc)
             return 507, {"error": str(exc), "decision": None}
+
+    def ui_handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
+        """The kiosk screen's endpoints (edge/ui/kiosk.py)."""
+        if self.state != "ready":
+            return Reply(503, {"error": f"daemon is {self.state}", "error_key": "not_ready"})
+        return self.ui.handle(method, path, token, body)
 
     def health(self) -> list[str]:
         """What is wrong now (empty when healthy): silent parts and parts' own reports."""

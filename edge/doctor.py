@@ -105,6 +105,14 @@ def check_clock(cfg: Config) -> tuple[bool, str]:
     return True, "NTP synchronised" if synced else "NTP not synchronised: GPS time will be used"
 
 
+def check_officers(cfg: Config) -> tuple[bool, str]:
+    """The kiosk screen's sign-in list; without it officers cannot sign in."""
+    from edge.ui.officers import load_officers
+
+    officers = load_officers(cfg.ui.officers_file)
+    return True, f"{cfg.ui.officers_file}: {len(officers)} officer(s)"
+
+
 CHECKS: list[tuple[str, Callable[[Config], tuple[bool, str]]]] = [
     ("key", check_key),
     ("disk", check_disk),
@@ -113,6 +121,7 @@ CHECKS: list[tuple[str, Callable[[Config], tuple[bool, str]]]] = [
     ("gpsd", check_gpsd),
     ("broker", check_broker),
     ("clock", check_clock),
+    ("officers", check_officers),
 ]
 
 

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients gpsd gpsd-clients openssl
   iproute2 nftables systemd util-linux postgresql procps debootstrap
   qemu-user-static binfmt-support
+  chromium fonts-dejavu-core
 )
 
 SUDO=""

@@ -1,0 +1,322 @@
+"""The kiosk screen's backend: every endpoint the page calls, without HTTP.
+
+The API server hands each /v1 call here as (method, path, token, body); this module
+checks the session, asks the pure parts (officers, eligibility, guidance, scan) and the
+daemon (camera, pipeline, verifier), and answers a Reply. Nothing returned carries
+biometric data except the small preview JPEG of the live frame.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import numpy as np
+
+from edge.eligibility import check_eligibility
+from edge.ui.guidance import guidance_code
+from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers
+from edge.ui.scan import first_code
+from edge.verification import FAILED_DECISIONS
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+PREVIEW_WIDTH = 320
+CAMERA_WAIT_S = 0.5
+SCAN_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    body: dict[str, Any] | bytes
+    content_type: str = "application/json"
+
+
+def _err(code: int, key: str, message: str, **extra: Any) -> Reply:
+    """An error the page can translate (`error_key`) and a human can read (`error`)."""
+    return Reply(code, {"error": message, "error_key": key, **extra})
+
+
+class KioskUi:
+    """Sessions, attempt counts and the screen's endpoints over one running daemon."""
+
+    def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.time) -> None:
+        self.daemon = daemon
+        self.clock = clock
+        self.lock = threading.Lock()
+        self._book: OfficerBook | None = None
+        self._book_error: str | None = None
+        self._book_key: tuple[str, float] | None = None
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._last_preview: bytes | None = None
+
+    # -- officers file ---------------------------------------------------------
+    def book(self) -> OfficerBook | None:
+        """The officers list, re-read when the file or ui config changes; None if unusable."""
+        ui = self.daemon.cfg.ui
+        path = ui.officers_file
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            mtime = -1.0
+        key = (f"{path}|{ui.pin_lockout_after}|{ui.lockout_s}|{ui.session_idle_s}", mtime)
+        if key != self._book_key:
+            self._book_key = key
+            try:
+                officers = load_officers(path)
+            except OfficersFileError as exc:
+                log.error("kiosk sign-in unavailable: %s", exc)
+                self._book, self._book_error = None, str(exc)
+                return None
+            old = self._book
+            self._book = OfficerBook(
+                officers, ui.pin_lockout_after, ui.lockout_s, ui.session_idle_s
+            )
+            self._book_error = None
+            if old is not None:
+                self._book.failures = old.failures
+                self._book.sessions = {
+                    t: s for t, s in old.sessions.items() if s.officer.id in officers
+                }
+        return self._book
+
+    # -- dispatch ----------------------------------------------------------------
+    def handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
+        route = path.split("?", 1)[0]
+        if method == "GET" and route.startswith("/v1/kpm/"):
+            kpm_id = unquote(route[len("/v1/kpm/") :])
+            return self._with_session(token, lambda s: self.kpm(s, kpm_id))
+        handlers: dict[tuple[str, str], Callable[[], Reply]] = {
+            ("GET", "/v1/ui/state"): self.state,
+            ("POST", "/v1/session"): lambda: self.sign_in(body),
+            ("DELETE", "/v1/session"): lambda: self.sign_out(token),
+            ("POST", "/v1/scan"): self.scan,
+            ("GET", "/v1/preview.jpg"): lambda: self._with_session(
+                token, self.preview, touch=False
+            ),
+            ("GET", "/v1/guidance"): lambda: self._with_session(token, self.guidance, touch=False),
+            ("POST", "/v1/verify"): lambda: self._with_session(
+                token, lambda s: self.verify(s, body)
+            ),
+        }
+        handler = handlers.get((method, route))
+        if handler is None:
+            return _err(404, "not_found", f"no such endpoint: {method} {route}")
+        return handler()
+
+    def _with_session(
+        self, token: str | None, fn: Callable[[Session], Reply], touch: bool = True
+    ) -> Reply:
+        with self.lock:
+            book = self.book()
+            session = book.session(token, self.clock(), touch) if book is not None else None
+        if session is None:
+            return _err(401, "signed_out", "sign in first (session missing or expired)")
+        return fn(session)
+
+    # -- endpoints -----------------------------------------------------------------
+    def state(self) -> Reply:
+        """What the always-visible bar shows: link, records waiting, GPS, period, sign-in."""
+        d = self.daemon
+        status = d.status()
+        outbox = status.get("outbox", {})
+        waiting = int(outbox.get("pending", 0)) + int(outbox.get("sent", 0))
+        connected = bool(status.get("broker", {}).get("connected"))
+        link = "offline" if not connected else ("syncing" if waiting else "online")
+        now = d.parts.when()[0] if d.parts is not None else self.clock()
+        serving = [
+            {"programme": p, "period": v} for p, v in sorted(d.store.current_periods(now).items())
+        ]
+        with self.lock:
+            book = self.book()
+        ui = d.cfg.ui
+        return Reply(
+            200,
+            {
+                "state": status.get("state"),
+                "link": link,
+                "waiting": waiting,
+                "gps": status.get("gps", {}).get("state", "off"),
+                "serving": serving,
+                "signin_available": book is not None,
+                "signin_error": self._book_error,
+                "language": ui.language,
+                "max_attempts": ui.max_attempts,
+            },
+        )
+
+    def sign_in(self, body: dict[str, Any]) -> Reply:
+        with self.lock:
+            book = self.book()
+            if book is None:
+                return _err(503, "signin_unavailable", f"sign-in unavailable: {self._book_error}")
+            now = self.clock()
+            if "badge" in body:
+                badge = body.get("badge")
+                if not isinstance(badge, str) or not 1 <= len(badge) <= 200:
+                    return _err(400, "bad_badge", "badge: expected the badge's QR text")
+                result = book.sign_in_badge(badge, now)
+                officer_id = None
+            else:
+                officer_id, pin = body.get("officer_id"), body.get("pin")
+                if not isinstance(officer_id, str) or not ID_RE.match(officer_id):
+                    return _err(400, "bad_officer_id", "officer_id: expected the officer's id")
+                if not isinstance(pin, str) or len(pin) > 64:
+                    return _err(400, "bad_pin", "pin: expected 4 to 8 digits")
+                result = book.sign_in_pin(officer_id, pin, now)
+        if result.event is not None:
+            self.daemon.store.log_event(result.event, officer_id=officer_id)
+        if result.session is None:
+            key = {401: "wrong_pin", 423: "locked"}.get(result.code, "refused")
+            if "badge" in body:
+                key = "unknown_badge" if result.code == 401 else key
+            return _err(
+                result.code,
+                key,
+                result.error or "refused",
+                attempts_left=result.attempts_left,
+                locked_for_s=result.locked_for_s,
+            )
+        s = result.session
+        self.daemon.store.log_event("officer_signed_in", officer_id=s.officer.id)
+        return Reply(200, {"token": s.token, "officer_id": s.officer.id, "name": s.officer.name})
+
+    def sign_out(self, token: str | None) -> Reply:
+        with self.lock:
+            book = self.book()
+            done = book.sign_out(token) if book is not None else False
+        return Reply(200, {"signed_out": done})
+
+    def kpm(self, session: Session, kpm_id: str) -> Reply:
+        """Eligibility before any capture; records nothing."""
+        if not ID_RE.match(kpm_id):
+            return _err(
+                400, "bad_kpm_id", f"KPM id: expected 1-64 letters, digits or ._:/-, got {kpm_id!r}"
+            )
+        d = self.daemon
+        store = d.store
+        now = d.parts.when()[0] if d.parts is not None else self.clock()
+        elig = check_eligibility(
+            store.roster_entries(kpm_id),
+            lambda e: store.served_by(e.kpm_id, e.programme, e.period),
+            now=now,
+            current=store.current_periods(now),
+        )
+        entry = elig.entry
+        attempts = self._attempts.get((session.officer.id, kpm_id), 0)
+        return Reply(
+            200,
+            {
+                "kpm_id": kpm_id,
+                "eligible": elig.decision is None,
+                "decision": elig.decision,
+                "reason": elig.reason,
+                "reason_code": elig.code,
+                "programme": entry.programme if entry else None,
+                "period": entry.period if entry else None,
+                "attempts": attempts,
+                "max_attempts": d.cfg.ui.max_attempts,
+            },
+        )
+
+    def _frames(self, n: int) -> list[np.ndarray] | None:
+        """n frames from the shared camera, or None while a verification holds it."""
+        d = self.daemon
+        if d.parts is None or not d._camera_lock.acquire(timeout=CAMERA_WAIT_S):
+            return None
+        try:
+            return [d.parts.camera.capture().rgb for _ in range(n)]
+        finally:
+            d._camera_lock.release()
+
+    def scan(self) -> Reply:
+        frames = self._frames(SCAN_FRAMES)
+        if frames is None:
+            return _err(409, "camera_busy", "camera busy with a verification; try again")
+        text = first_code(frames)
+        if text is None:
+            return _err(404, "no_code", "no QR code or barcode found; hold the card closer")
+        return Reply(200, {"code": text, "kpm_id": text if ID_RE.match(text) else None})
+
+    def preview(self, _session: Session) -> Reply:
+        frames = self._frames(1)
+        if frames is None:
+            if self._last_preview is None:
+                return _err(409, "camera_busy", "camera busy")
+            return Reply(200, self._last_preview, "image/jpeg")
+        from PIL import Image
+
+        img = Image.fromarray(frames[0])
+        img.thumbnail((PREVIEW_WIDTH, PREVIEW_WIDTH))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=70)
+        self._last_preview = buf.getvalue()
+        return Reply(200, self._last_preview, "image/jpeg")
+
+    def guidance(self, _session: Session) -> Reply:
+        """Detector + quality gates on the latest frame; the measurements stay here."""
+        d = self.daemon
+        verifier = d.verifier
+        if verifier is None or d.parts is None:
+            return _err(503, "not_ready", f"daemon is {d.state}")
+        if not verifier.lock.acquire(timeout=CAMERA_WAIT_S):
+            return Reply(200, {"guidance": "busy"})
+        try:
+            frames = self._frames(1)
+            if frames is None:
+                return Reply(200, {"guidance": "busy"})
+            result = d.parts.pipeline.analyse(frames[0])
+        finally:
+            verifier.lock.release()
+        return Reply(200, {"guidance": guidance_code(result.status, result.reason)})
+
+    def verify(self, session: Session, body: dict[str, Any]) -> Reply:
+        """A face check or manual handover; the officer comes from the session."""
+        given = body.get("officer_id")
+        if given is not None and given != session.officer.id:
+            return _err(403, "officer_mismatch", "officer_id differs from the signed-in officer")
+        kpm_id = body.get("kpm_id")
+        if not isinstance(kpm_id, str) or not ID_RE.match(kpm_id):
+            return _err(400, "bad_kpm_id", "kpm_id: expected 1-64 letters, digits or ._:/-")
+        request = {**body, "officer_id": session.officer.id}
+        # per officer and KPM, so signing out and in again gives no fresh attempts
+        key = (session.officer.id, kpm_id)
+        max_attempts = self.daemon.cfg.ui.max_attempts
+        with self.lock:
+            used = self._attempts.get(key, 0)
+        if request.get("manual_reason") is None and used >= max_attempts:
+            return _err(
+                409,
+                "attempts_used",
+                f"{max_attempts} face attempts used: check the ID card and record a manual handover",
+                manual_allowed=True,
+            )
+        code, answer = self.daemon.verify(request)
+        if code != 200:
+            return Reply(code, {**answer, "error_key": "verify_failed"})
+        with self.lock:
+            if answer.get("decision") in FAILED_DECISIONS:
+                self._attempts[key] = self._attempts.get(key, 0) + 1
+            elif answer.get("decision") in ("match", "manual"):
+                self._attempts.pop(key, None)
+            attempts = self._attempts.get(key, 0)
+        out = dict(answer)
+        out.update(
+            {
+                "attempts": attempts,
+                "max_attempts": max_attempts,
+                "manual_allowed": attempts >= max_attempts,
+            }
+        )
+        return Reply(200, out)

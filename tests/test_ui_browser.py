@@ -1,0 +1,238 @@
+"""The officer's kiosk screen end to end in headless Chromium against a real `edge run`:
+sign-in (PIN lockout, PIN, badge), KPM QR scan from a replayed frame, live guidance, a
+match, a no-match with retries and the manual fallback, the offline banner while the
+broker is down and the syncing state when it returns, and bad input that records nothing.
+Screenshots of every screen go to $BANSOS_UI_SCREENSHOTS or the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from edge.api import request_json
+from edge.infer.images import load_image
+from tests.conftest import HqKeys, WriteConfig
+from tests.mqtt_fixtures import Broker, Pki, broker, pki, wait_for  # noqa: F401
+from tests.test_daemon_e2e import FACES
+from tests.ui_world import PIN, UiWorld, kiosk_browser, qr_frame, screenshot_dir, ui_world
+
+BLOB = re.compile("^blob:")
+RECORDS = "SELECT COUNT(*) FROM records"
+OUTBOX = "SELECT COUNT(*) FROM outbox"
+
+
+def _state(w: UiWorld) -> dict[str, Any]:
+    return request_json(w.listen, "GET", "/v1/ui/state")[1]
+
+
+def _check_api_rules(w: UiWorld) -> None:
+    """The rules the page relies on, straight on the API (no browser)."""
+    code, body = request_json(w.listen, "GET", "/v1/kpm/KPM-0001")
+    assert code == 401 and body["error_key"] == "signed_out"
+    code, body = request_json(w.listen, "GET", "/v1/guidance")
+    assert code == 401
+    code, body = request_json(w.listen, "POST", "/v1/session", {"officer_id": "x y", "pin": "1"})
+    assert code == 400 and "officer_id" in body["error"]
+    code, body = request_json(w.listen, "POST", "/v1/session", {"badge": "BADGE-NOPE"})
+    assert code == 401 and body["error_key"] == "unknown_badge"
+
+
+def _check_session_rules(w: UiWorld, token: Any) -> None:
+    """After the attempt limit: the API refuses more face checks and records nothing."""
+    assert isinstance(token, str)
+    before = w.count(RECORDS)
+    code, body = _call(w, "POST", "/v1/verify", token, {"kpm_id": "KPM-0002"})
+    assert code == 409 and body["error_key"] == "attempts_used" and body["manual_allowed"]
+    code, body = _call(w, "POST", "/v1/verify", "forged", {"kpm_id": "KPM-0002"})
+    assert code == 401
+    code, body = _call(
+        w, "POST", "/v1/verify", token, {"kpm_id": "KPM-0002", "officer_id": "officer-008"}
+    )
+    assert code == 403 and body["error_key"] == "officer_mismatch"
+    assert w.count(RECORDS) == before
+    host, _, port = w.listen.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/v1/preview.jpg", headers={"Authorization": f"Bearer {token}"})
+    resp = conn.getresponse()
+    jpeg = resp.read()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "image/jpeg"
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) < 60_000  # small, the preview only
+    conn.close()
+
+
+def _call(
+    w: UiWorld, method: str, path: str, token: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    return request_json(w.listen, method, path, body, token=token)
+
+
+def test_kiosk_screen_end_to_end(
+    tmp_path: Path,
+    pki: Pki,  # noqa: F811
+    broker: Broker,  # noqa: F811
+    write_config: WriteConfig,
+    hq_keys: HqKeys,
+) -> None:
+    shots = screenshot_dir(tmp_path)
+    face_ok = load_image(FACES / "eileen_collins.jpg")
+    with (
+        ui_world(tmp_path, pki, broker, write_config, hq_keys) as w,
+        kiosk_browser(tmp_path / "chromium") as page,
+    ):
+
+        def snap(name: str) -> None:
+            page.screenshot(path=str(shots / f"{name}.png"))
+
+        wait_for(lambda: _state(w)["link"] == "online", 60, "link online")
+        wait_for(lambda: _state(w)["gps"] == "fix_3d", 60, "gps fix")
+        _check_api_rules(w)
+        page.goto(w.url + "/")  # redirects to /ui/
+        assert page.url.endswith("/ui/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "1")
+        expect(page.locator("#link")).to_have_text("Daring")
+        expect(page.locator("#serving")).to_have_text("SEMBAKO 2026-11")
+        expect(page.locator("#gps")).to_have_text("Terkunci 3D")
+        snap("01-sign-in")
+
+        # wrong PIN three times: clear message, then locked; an event, no record
+        for left in ("2", "1"):
+            page.fill("#officer-id", "officer-008")
+            page.fill("#pin", "9999")
+            page.click("#signin-btn")
+            expect(page.locator("#message")).to_contain_text("PIN salah")
+            expect(page.locator("#message")).to_contain_text(f"sisa percobaan: {left}")
+        page.fill("#pin", "9999")
+        page.click("#signin-btn")
+        expect(page.locator("#message")).to_contain_text("dikunci")
+        snap("02-error-pin-locked")
+        page.fill("#pin", PIN)  # the right PIN does not help while locked
+        page.click("#signin-btn")
+        expect(page.locator("#message")).to_contain_text("dikunci")
+        assert w.count("SELECT COUNT(*) FROM events WHERE kind = 'officer_locked'") == 1
+        assert w.count("SELECT COUNT(*) FROM events WHERE detail LIKE '%9999%'") == 0
+
+        # English switch, then sign in with PIN
+        page.click("#lang")
+        expect(page.locator("#link")).to_have_text("Online")
+        page.fill("#officer-id", "officer-007")
+        page.fill("#pin", PIN)
+        page.click("#signin-btn")
+        expect(page.locator("#screen-identify")).to_be_visible()
+        expect(page.locator("#officer")).to_contain_text("Siti Rahma")
+
+        # bad input: unknown KPM, expired roster -> clear messages, nothing recorded
+        page.fill("#kpm-id", "KPM-9999")
+        page.click("#check-btn")
+        expect(page.locator("#message")).to_contain_text("not on this kiosk's list")
+        snap("03-error-unknown-kpm")
+        page.fill("#kpm-id", "KPM-0003")
+        page.click("#check-btn")
+        expect(page.locator("#message")).to_contain_text("list has expired")
+        expect(page.locator("#message")).to_contain_text("valid until")
+        snap("04-error-roster-expired")
+        page.fill("#kpm-id", "bad id!")
+        page.click("#check-btn")
+        expect(page.locator("#message")).to_contain_text("Not a valid KPM ID")
+        assert (w.count(RECORDS), w.count(OUTBOX)) == (0, 0)
+
+        # scan the KPM card's QR from the replayed frame
+        w.feed.show(qr_frame("KPM-0001"))
+        expect(page.locator("#scan-preview")).to_have_attribute("src", BLOB)
+        snap("05-identify")
+        page.click("#scan-btn")
+        expect(page.locator("#screen-capture")).to_be_visible()
+        expect(page.locator("#capture-kpm")).to_have_text("KPM-0001")
+        expect(page.locator("#guidance")).to_have_attribute("data-code", "no_face")
+        expect(page.locator("#preview")).to_have_attribute("src", BLOB)
+        snap("06-scan-then-preview-no-face")
+        # the KPM steps in front of the camera: guidance turns ok
+        w.feed.show(face_ok)
+        expect(page.locator("#guidance")).to_have_attribute("data-code", "ok")
+        snap("07-preview-guidance-ok")
+        page.click("#verify-btn")
+        expect(page.locator("#decision")).to_have_attribute("data-decision", "match")
+        expect(page.locator("#decision")).to_have_text("Match: hand over the aid")
+        expect(page.locator("#result-kpm")).to_have_text("KPM-0001")
+        snap("08-match")
+        assert w.count("SELECT COUNT(*) FROM records WHERE decision = 'match'") == 1
+        wait_for(lambda: _state(w)["waiting"] == 0, 60, "match record acked")
+
+        # broker down: the offline banner; the HQ holds its acks from now on
+        w.hq.ack = False
+        w.broker.stop()
+        page.click("#next-btn")
+        page.click("#scan-btn")  # a face is no code: a clear message, nothing else happens
+        expect(page.locator("#message")).to_contain_text("No QR code or barcode read")
+        expect(page.locator("#offline-banner")).to_be_visible(timeout=30_000)
+        expect(page.locator("#link")).to_have_text("Offline")
+        snap("09-offline-banner")
+
+        # a no-match, retried up to the limit, then the manual fallback (all while offline)
+        page.fill("#kpm-id", "KPM-0002")
+        page.click("#check-btn")
+        expect(page.locator("#screen-capture")).to_be_visible()
+        for attempt in (1, 2, 3):
+            page.click("#verify-btn")
+            expect(page.locator("#decision")).to_have_attribute("data-decision", "no_match")
+            expect(page.locator("#result-attempts")).to_contain_text(f"{attempt} / 3")
+            expect(page.locator("#result-reason")).not_to_be_empty()
+            if attempt == 1:
+                snap("10-no-match")
+            if attempt < 3:
+                expect(page.locator("#manual-btn")).to_be_hidden()
+                page.click("#retry-btn")
+        expect(page.locator("#retry-btn")).to_be_hidden()
+        expect(page.locator("#manual-btn")).to_be_visible()
+        snap("11-no-match-limit")
+        assert w.count("SELECT COUNT(*) FROM records WHERE decision = 'no_match'") == 3
+        _check_session_rules(w, page.evaluate("S.token"))
+        page.click("#manual-btn")
+        expect(page.locator("#screen-manual")).to_be_visible()
+        page.fill("#manual-reason", "no")
+        page.click("#manual-record")
+        expect(page.locator("#message")).to_contain_text("at least 5")
+        page.fill("#manual-reason", "KTP checked by officer, NIK matches the card")
+        snap("12-manual-fallback")
+        page.click("#manual-record")
+        expect(page.locator("#decision")).to_have_attribute("data-decision", "manual")
+        snap("13-manual-recorded")
+        assert w.count("SELECT COUNT(*) FROM records WHERE decision = 'manual'") == 1
+        assert _state(w)["waiting"] == 4
+
+        # broker back: records go out but HQ has not acked them yet -> syncing; then online
+        w.broker.start()
+        expect(page.locator("#link")).to_have_text("Syncing", timeout=60_000)
+        expect(page.locator("#offline-banner")).to_be_hidden()
+        snap("14-syncing")
+        wait_for(lambda: len(w.hq.ids()) >= 5, 60, "records delivered to HQ")
+        w.hq.ack = True
+        expect(page.locator("#link")).to_have_text("Online", timeout=60_000)
+        expect(page.locator("#waiting")).to_have_text("0")
+
+        # sign out, then sign in with the officer's QR badge
+        page.click("#signout")
+        expect(page.locator("#screen-signin")).to_be_visible()
+        w.feed.show(qr_frame("BADGE-7F3A9C"))
+        time.sleep(0.5)
+        page.click("#badge-btn")
+        expect(page.locator("#screen-identify")).to_be_visible()
+        expect(page.locator("#officer")).to_contain_text("officer-007")
+
+        # a broken officers file: the page says sign-in is unavailable; the daemon stays up
+        page.click("#signout")
+        w.officers_file.write_text("[[officer]]\nid = 'x'\n")
+        expect(page.locator("#signin-unavailable")).to_be_visible(timeout=10_000)
+        expect(page.locator("#signin-unavailable")).to_contain_text("officers.toml")
+        expect(page.locator("#signin-btn")).to_be_disabled()
+        snap("15-error-signin-unavailable")
+        assert w.proc.poll() is None
+        assert w.count(RECORDS) == 5
+        log_text = w.log.read_text(errors="replace")
+        assert PIN not in re.sub(r"\d{5,}", "", log_text)  # no PIN in the journal
+        assert "Traceback" not in log_text, w.log_tail()
