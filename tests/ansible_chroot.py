@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +101,24 @@ def clone_root(base: Path, dest: Path) -> Path:
     """A copy of the cached base root (hard links would share inodes with the cache)."""
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(dest)], check=True, timeout=300)
     return dest
+
+
+@contextmanager
+def kernel_mounts(root: Path) -> Iterator[Path]:
+    """/proc, /sys and /dev in the root while a real program (a browser) runs there."""
+    try:
+        for argv in (
+            ["mount", "-t", "proc", "proc", str(root / "proc")],
+            ["mount", "-t", "sysfs", "sysfs", str(root / "sys")],
+            ["mount", "--rbind", "/dev", str(root / "dev")],
+            ["mount", "--make-rslave", str(root / "dev")],
+        ):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0:
+                raise ChrootError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+        yield root
+    finally:
+        unmount_all(root)
 
 
 def in_root(

@@ -5,9 +5,11 @@ made by debootstrap (the second run must change nothing); then the roots are ins
 the broker is started from its root to prove TLS, ACL and CRL, and the day-2 playbooks
 (upgrade with rollback, rotate-cert, revoke) run the same way. Services are not started
 in a chroot (kiosk_manage_services / broker_manage_services false): units are installed
-and enabled only. Runs as root (chroot). 7 min 19 s measured on 2 shared cores (debootstrap
-1.5-2 min, site.yml 2 min then 1 min, day-2 about 2 min); debootstrap needs
-the Debian mirror that the host's apt uses, and fails the test when it is unreachable.
+and enabled only; the officers' screen is the exception: the installed unit's cage and
+Chromium run on wlroots' headless output against a stand-in page (about 5 s). Runs as root
+(chroot). 6 min 45 s measured on 2 shared cores (debootstrap 1 min, site.yml 2 min 16 s
+with Chromium then 1 min 7 s, screen and day-2 about 2 min); debootstrap and apt need the
+Debian mirror that the host's apt uses, and fail the test when it is unreachable.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,10 +37,12 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from edge.ui.officers import verify_pin
 from tests.ansible_chroot import (
     clone_root,
     debootstrap,
     in_root,
+    kernel_mounts,
     mounts_under,
     play_recap,
     prepare_image,
@@ -51,6 +59,14 @@ KIOSK = "van-test-01"
 BROKER = "broker-test-1"
 STATE = "/var/lib/bansos-edge"
 TLS = "/etc/bansos-edge/tls"
+SCREEN_USER = "bansos-screen"
+UI_URL = "http://127.0.0.1:8470/ui/"
+OFFICERS = "/etc/bansos-edge/officers.toml"
+# The example inventory's officers (group_vars/kiosks.yml) and their example PINs (vault).
+EXAMPLE_OFFICERS = {
+    "officer-007": ("Siti Rahma", "BADGE-7F3A9C", "246810"),
+    "officer-012": ("Yohanes Bria", None, "135790"),
+}
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -313,6 +329,209 @@ def test_kiosk_root_is_provisioned(fleet: Fleet) -> None:
     journald = (root / "etc/systemd/journald.conf.d/bansos-edge.conf").read_text("ascii")
     assert "Storage=persistent" in journald
     assert os.readlink(root / "etc/localtime").endswith("Asia/Jakarta")
+
+
+def _unit(text: str) -> dict[str, list[str]]:
+    """A systemd unit's `Section.Key` -> values (keys may repeat)."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out.setdefault(f"{section}.{key}", []).append(value)
+    return out
+
+
+def _owner(root: Path, path: str) -> tuple[str, str, str]:
+    """(user, group, octal mode) of a path inside the root, by the root's own names."""
+    user, group, mode = in_root(root, "stat", "-c", "%U %G %a", path).stdout.split()
+    return user, group, mode
+
+
+def test_kiosk_screen_is_provisioned(fleet: Fleet) -> None:
+    root = fleet.kiosk
+    user = in_root(root, "getent", "passwd", SCREEN_USER).stdout.split(":")
+    assert len(user) == 7 and user[2] != "0" and user[6].strip() == "/usr/sbin/nologin", user
+    groups = set(in_root(root, "id", "-nG", SCREEN_USER).stdout.split())
+    assert {"video", "render", "input"} <= groups and "bansos-edge" not in groups, groups
+    assert _owner(root, user[5]) == (SCREEN_USER, SCREEN_USER, "700")
+    packages = ["chromium", "chromium-sandbox", "cage", "xwayland"]
+    installed = in_root(root, "dpkg-query", "-W", "-f", "${Status}\n", *packages)
+    assert installed.stdout.count("install ok installed") == len(packages), installed
+
+    text = (root / "etc/systemd/system/kiosk-display.service").read_text("utf-8")
+    unit = _unit(text)
+    start = unit["Service.ExecStart"][0].split()
+    assert start[:3] == ["/usr/bin/cage", "-d", "--"] and start[3] == "/usr/bin/chromium"
+    assert start[-1] == UI_URL and "--kiosk" in start and "--incognito" in start, start
+    assert "bansos-edge.service" in unit["Unit.After"][0].split()
+    assert "bansos-edge.service" in unit["Unit.Wants"][0].split()
+    assert unit["Service.User"] == [SCREEN_USER] and unit["Service.TTYPath"] == ["/dev/tty1"]
+    assert unit["Service.Restart"] == ["always"]
+    wait = unit["Service.ExecStartPre"][0].split()
+    assert wait[0] == "/usr/bin/curl" and wait[-1] == UI_URL and "--fail" in wait, wait
+    for exe in (start[0], start[3], wait[0]):
+        assert (root / exe.lstrip("/")).exists(), f"{exe} is not in the kiosk root"
+    verify = in_root(root, "systemd-analyze", "verify", "/etc/systemd/system/kiosk-display.service")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert (root / "etc/systemd/system/multi-user.target.wants/kiosk-display.service").is_symlink()
+    assert "pam_systemd.so" in (root / "etc/pam.d/kiosk-display").read_text("ascii")
+    cmdline = (root / "boot/firmware/cmdline.txt").read_text("ascii")
+    assert cmdline.count("consoleblank=0") == 1 and cmdline.endswith("consoleblank=0\n"), cmdline
+
+    policy = json.loads(
+        (root / "etc/chromium/policies/managed/bansos-kiosk.json").read_text("utf-8")
+    )
+    assert policy["URLBlocklist"] == ["*"] and policy["URLAllowlist"] == ["http://127.0.0.1:8470/"]
+    assert policy["DownloadRestrictions"] == 3 and policy["DeveloperToolsAvailability"] == 2
+    assert policy["TranslateEnabled"] is False and policy["PasswordManagerEnabled"] is False
+    assert policy["PrintingEnabled"] is False
+
+
+def test_kiosk_officers_file_and_ui_config(fleet: Fleet) -> None:
+    root = fleet.kiosk
+    assert _owner(root, OFFICERS) == ("root", "bansos-edge", "640")
+    text = (root / OFFICERS.lstrip("/")).read_text("utf-8")
+    assert (
+        '[[officer]]\nid = "officer-007"\nname = "Siti Rahma"\npin_hash = "scrypt$16384$8$1$'
+        in text
+    )
+    officers = {o["id"]: o for o in tomllib.loads(text)["officer"]}
+    assert set(officers) == set(EXAMPLE_OFFICERS)
+    for oid, (name, badge, pin) in EXAMPLE_OFFICERS.items():
+        assert officers[oid]["name"] == name and officers[oid].get("badge") == badge
+        # The vaulted hash is the real one: the example PIN opens it, another does not.
+        assert verify_pin(pin, officers[oid]["pin_hash"]) and not verify_pin(
+            "0000", officers[oid]["pin_hash"]
+        )
+    assert not any(pin in text for _, _, pin in EXAMPLE_OFFICERS.values())
+    # Needs the daemon's [ui] config section (kiosk_ui_config, default true).
+    ui = tomllib.loads((root / "etc/bansos-edge/edge.toml").read_text("utf-8"))["ui"]
+    assert ui == {
+        "officers_file": OFFICERS,
+        "max_attempts": 3,
+        "pin_lockout_after": 3,
+        "lockout_s": 300,
+        "session_idle_s": 600,
+        "language": "id",
+    }
+
+
+def _page_server(port: int, seen: list[str], body: str) -> ThreadingHTTPServer:
+    """A stand-in for the daemon's page on 127.0.0.1:`port` that records the paths asked."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Page)
+    except OSError as exc:
+        raise AssertionError(
+            f"127.0.0.1:{port} is in use ({exc}): the screen test needs it"
+        ) from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_screen_unit_opens_the_page_in_real_chromium(fleet: Fleet) -> None:
+    """The installed unit's own ExecStart (cage, Chromium, policy) on a headless output."""
+    root = fleet.kiosk
+    argv = _unit((root / "etc/systemd/system/kiosk-display.service").read_text("utf-8"))[
+        "Service.ExecStart"
+    ][0].split()
+    uid, gid = in_root(root, "getent", "passwd", SCREEN_USER).stdout.split(":")[2:4]
+    runtime = root / "tmp/screen-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.chown(runtime, int(uid), int(gid))
+    page: list[str] = []
+    elsewhere: list[str] = []
+    other = _free_port()
+    # The page frames another local address: the managed policy must block it.
+    servers = [
+        _page_server(8470, page, f'<iframe src="http://127.0.0.1:{other}/blocked"></iframe>'),
+        _page_server(other, elsewhere, "not allowed"),
+    ]
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/var/lib/bansos-screen",
+        "XDG_RUNTIME_DIR": "/tmp/screen-runtime",
+        "WLR_BACKENDS": "headless",
+        "WLR_LIBINPUT_NO_DEVICES": "1",
+        "WLR_RENDERER": "pixman",
+    }
+    log = fleet.tmp / "screen.log"
+    try:
+        with kernel_mounts(root), log.open("w") as out:
+            screen = subprocess.Popen(
+                ["chroot", f"--userspec={uid}:{gid}", str(root), *argv],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                _wait(lambda: "/ui/" in page or screen.poll() is not None, "the page", 90)
+                time.sleep(3)  # time for the framed address to be asked, were it allowed
+            finally:
+                alive = screen.poll() is None
+                os.killpg(screen.pid, signal.SIGTERM)
+                try:
+                    screen.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(screen.pid, signal.SIGKILL)
+                    screen.wait()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    output = log.read_text("utf-8", errors="replace")[-4000:]
+    assert alive and "/ui/" in page, f"cage/Chromium did not open {UI_URL}:\n{output}"
+    assert elsewhere == [], f"the policy let Chromium open 127.0.0.1:{other}: {elsewhere}"
+
+
+def test_bad_officer_is_refused_with_its_name(fleet: Fleet) -> None:
+    before = (fleet.kiosk / OFFICERS.lstrip("/")).read_bytes()
+    # A PIN pasted where its hash belongs: refused, and never printed.
+    bad = {"kiosk_officers": [{"id": "officer-099", "name": "Budi", "pin_hash": "864213"}]}
+    proc = fleet.play(
+        "site.yml",
+        "--limit",
+        f"{KIOSK},controller",
+        "--tags",
+        "kiosk_config",
+        "-e",
+        json.dumps(bad),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "kiosk_officers[0] (officer-099): pin_hash: expected scrypt" in out, out[-3000:]
+    assert "edge officer hash-pin" in out and "864213" not in out, out[-3000:]
+    assert "Traceback" not in out
+    assert (fleet.kiosk / OFFICERS.lstrip("/")).read_bytes() == before
+
+
+def test_screen_can_be_turned_off_and_on_again(fleet: Fleet) -> None:
+    wants = fleet.kiosk / "etc/systemd/system/multi-user.target.wants/kiosk-display.service"
+    limit = ["--limit", f"{KIOSK},controller", "--tags", "kiosk_display"]
+    off = fleet.play("site.yml", *limit, "-e", "kiosk_display_enabled=false")
+    assert play_recap(_must_pass(off, "screen off"))[KIOSK].changed == 1
+    assert not wants.exists() and not wants.is_symlink()
+    on = fleet.play("site.yml", *limit)
+    assert play_recap(_must_pass(on, "screen on"))[KIOSK].changed == 1
+    assert wants.is_symlink()
 
 
 def test_device_identity_reaches_the_registry_and_the_certificate(fleet: Fleet) -> None:
