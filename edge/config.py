@@ -93,6 +93,22 @@ class FaceConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """Presentation-attack detection (MiniFASNet pair) on every face verification.
+
+    The threshold is on the fused "real" probability, calibrated on pad-dev (MODEL_CARD.md);
+    a burst is live only when enough of its judged frames reach it (edge/infer/liveness.py).
+    """
+
+    enabled: bool = True
+    # chosen on half of pad-dev's subjects at BPCER 1% per presentation (MODEL_CARD.md)
+    threshold: float = field(default=0.377, metadata=_rng(0.0, 1.0))
+    min_live_frames: int = field(default=2, metadata=_rng(1, 60))
+    min_live_fraction: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    challenge: str = field(default="off", metadata=_choices("off"))
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     """Which camera backend to use; replay serves everywhere that is not a Pi."""
 
@@ -179,6 +195,7 @@ class Config:
     hq: HqConfig = field(default_factory=HqConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     gps: GpsConfig = field(default_factory=GpsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -251,6 +268,13 @@ def _cross_checks(cfg: Config) -> None:
         )
     if cfg.face.min_good_frames > cfg.face.burst_frames:
         raise ConfigError(path, "face.min_good_frames", "expected at most face.burst_frames")
+    if cfg.liveness.enabled and cfg.liveness.min_live_frames > cfg.face.burst_frames:
+        raise ConfigError(
+            path,
+            "liveness.min_live_frames",
+            f"expected at most face.burst_frames ({cfg.face.burst_frames}): a burst could"
+            " never be judged live",
+        )
     if cfg.gps.reconnect_min_s > cfg.gps.reconnect_max_s:
         raise ConfigError(path, "gps.reconnect_min_s", "expected at most gps.reconnect_max_s")
     if cfg.mqtt.reconnect_min_s > cfg.mqtt.reconnect_max_s:

@@ -138,10 +138,10 @@ def build_parts(
     old: Parts | None = None,
 ) -> Parts:
     """Build (or, on reload, reuse) each part; models are loaded and checked before return."""
-    if old is not None and old.cfg.face == cfg.face:
+    if old is not None and (old.cfg.face, old.cfg.liveness) == (cfg.face, cfg.liveness):
         pipeline = old.pipeline
     else:
-        pipeline = FacePipeline.from_config(cfg.face)
+        pipeline = FacePipeline.from_config(cfg.face, liveness_cfg=cfg.liveness)
     if old is not None and old.cfg.camera == cfg.camera:
         camera = old.camera
     else:

@@ -23,12 +23,14 @@ from nacl.signing import SigningKey, VerifyKey
 
 from edge.keys import b64, unb64
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `liveness`; version 1 records (no PAD) still verify
+SCHEMA_VERSIONS = (1, 2)
 GENESIS_HASH = "0" * 64
 PROGRAMMES = ("sembako", "pkh")
 DECISIONS = (
     "match",
     "no_match",
+    "spoof",
     "no_face",
     "poor_quality",
     "not_eligible",
@@ -125,6 +127,8 @@ class Verification:
     frames_used: int = 0
     reason: str | None = None
     evidence: dict[str, str] | None = None
+    # PAD over the burst: score, threshold, frames judged/live/needed, model sha256s
+    liveness: dict[str, Any] | None = None
 
 
 def _round(value: float | None) -> float | None:
@@ -169,6 +173,7 @@ def build_record(
         "geofence": v.geofence,
         "frames_used": v.frames_used,
         "evidence": v.evidence,
+        "liveness": v.liveness,
     }
     check_fields(record)
     record["sig"] = b64(key.sign(signed_bytes(record)).signature)
@@ -182,15 +187,18 @@ def _need(cond: bool, reason: str) -> None:
 
 def check_fields(record: Mapping[str, Any]) -> None:
     """Strict shape check of a record (without judging its signature)."""
-    expected = {
-        "v", "id", "device_id", "seq", "prev_hash", "kpm_id", "programme", "period",
-        "officer_id", "decision", "reason", "score", "threshold", "model", "captured_at",
-        "clock", "geo", "geofence", "frames_used", "evidence",
-    }  # fmt: skip
+    raw_version = record.get("v")
+    _need(
+        isinstance(raw_version, int)
+        and not isinstance(raw_version, bool)
+        and raw_version in SCHEMA_VERSIONS,
+        f"unsupported schema version {raw_version!r}",
+    )
+    version = int(str(raw_version))
+    expected = set(_FIELDS_V1) | ({"liveness"} if version >= 2 else set())
     keys = set(record) - {"sig"}
     _need(not (expected - keys), f"missing fields: {', '.join(sorted(expected - keys))}")
     _need(not (keys - expected), f"unknown fields: {', '.join(sorted(keys - expected))}")
-    _need(record["v"] == SCHEMA_VERSION, f"unsupported schema version {record['v']!r}")
     _need(isinstance(record["id"], str) and bool(_ID_RE.match(record["id"])), "id: not a UUIDv7")
     for name in ("device_id", "kpm_id", "officer_id", "period"):
         value = record[name]
@@ -230,6 +238,57 @@ def check_fields(record: Mapping[str, Any]) -> None:
     if ev is not None:
         _need(isinstance(ev, dict) and ev.get("alg") == EVIDENCE_ALG, "evidence: unknown format")
         _need(isinstance(ev.get("ct"), str), "evidence.ct: expected base64 text")
+    _need(version >= 2 or record["decision"] != "spoof", "decision: spoof needs schema v2")
+    if version >= 2:
+        check_liveness(record["liveness"], str(record["decision"]))
+
+
+_FIELDS_V1 = (
+    "v", "id", "device_id", "seq", "prev_hash", "kpm_id", "programme", "period",
+    "officer_id", "decision", "reason", "score", "threshold", "model", "captured_at",
+    "clock", "geo", "geofence", "frames_used", "evidence",
+)  # fmt: skip
+_LIVENESS_KEYS = {"score", "threshold", "frames_judged", "frames_live", "needed", "models"}
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _unit(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+
+
+def check_liveness(lv: Any, decision: str) -> None:
+    """The `liveness` object: null, or PAD's score/threshold/frame counts/model hashes.
+
+    Consistency is part of the contract, so HQ can audit it: a `spoof` carries a score
+    below its threshold, and a `match` that went through PAD a score at or above it.
+    """
+    if lv is None:
+        _need(decision != "spoof", "liveness: a spoof decision must carry its liveness")
+        return
+    _need(isinstance(lv, dict), "liveness: expected an object or null")
+    _need(set(lv) == _LIVENESS_KEYS, f"liveness: expected keys {', '.join(sorted(_LIVENESS_KEYS))}")
+    _need(lv["score"] is None or _unit(lv["score"]), "liveness.score: expected 0..1 or null")
+    _need(_unit(lv["threshold"]), "liveness.threshold: expected 0..1")
+    for name in ("frames_judged", "frames_live", "needed"):
+        _need(_count(lv[name]), f"liveness.{name}: expected a count")
+    models = lv["models"]
+    _need(
+        isinstance(models, list)
+        and 1 <= len(models) <= 4
+        and all(isinstance(m, str) and _HEX64.match(m) for m in models),
+        "liveness.models: expected a list of sha256",
+    )
+    score = lv["score"]
+    if decision == "spoof":
+        _need(score is not None and score < lv["threshold"], "liveness: spoof with a live score")
+    if decision == "match":
+        _need(
+            score is not None and score >= lv["threshold"],
+            "liveness: match with a score below the liveness threshold",
+        )
 
 
 def check_signature(record: Mapping[str, Any], verify_key: VerifyKey) -> None:

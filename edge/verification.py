@@ -27,8 +27,9 @@ from edge.store import OutboxFull, OutboxLimits, Store
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
-FACE_DECISIONS = ("match", "no_match", "no_face", "poor_quality")
-FAILED_DECISIONS = ("no_match", "no_face", "poor_quality")
+FACE_DECISIONS = ("match", "no_match", "spoof", "no_face", "poor_quality")
+# each counts towards the retry limit and opens the way to a manual handover
+FAILED_DECISIONS = ("no_match", "spoof", "no_face", "poor_quality")
 
 
 class BadRequest(ValueError):
@@ -150,6 +151,7 @@ class Verifier:
         frames_used = 0
         frames_total = 0
         evidence = None
+        liveness: dict[str, Any] | None = None
         reason: str | None
         if elig.decision == "already_served" and req.manual_reason is not None:
             assert entry is not None and elig.earlier is not None
@@ -160,9 +162,13 @@ class Verifier:
                 reason = f"{reason} (kiosk clock unsynced)"
         elif req.manual_reason is not None:
             assert entry is not None
-            if not self._failed_before(entry.kpm_id, entry.programme, entry.period):
+            failed = self._last_failure(entry.kpm_id, entry.programme, entry.period)
+            if failed is None:
                 raise BadRequest("manual_reason: a manual handover needs a failed face check first")
             decision, reason = "manual", req.manual_reason.strip()
+            if self._spoof_before(entry.kpm_id, entry.programme, entry.period):
+                # HQ must see that the officer overrode a suspected presentation attack
+                reason = f"override after spoof (record {failed}): {reason}"
         else:
             assert entry is not None
             frames = self.burst(self.burst_frames)
@@ -175,6 +181,8 @@ class Verifier:
             frames_used = int(getattr(result, "frames_used", 0))
             crop = getattr(result, "crop", None)
             embedding = getattr(result, "embedding", None)
+            liveness_record = getattr(result, "liveness_record", None)
+            liveness = liveness_record() if callable(liveness_record) else None
             if self.hq_box_key is not None and crop is not None and embedding is not None:
                 evidence = seal_evidence(
                     Evidence(crop_jpeg(crop), np.asarray(embedding, dtype="<f4").tobytes()),
@@ -196,6 +204,7 @@ class Verifier:
             frames_used=frames_used,
             reason=reason,
             evidence=evidence,
+            liveness=liveness,
         )
         record = self.store.append(
             lambda seq, prev: build_record(
@@ -228,6 +237,7 @@ class Verifier:
             "geofence": geofence,
             "clock": clock,
             "captured_at": record["captured_at"],
+            "liveness": _liveness_answer(liveness),
         }
 
     def _override(self, entry: RosterEntry, earlier: Mapping[str, Any], manual_reason: str) -> str:
@@ -251,13 +261,30 @@ class Verifier:
             f"override of already_served (record {earlier['record_id']}): {manual_reason.strip()}"
         )
 
-    def _failed_before(self, kpm_id: str, programme: str, period: str) -> bool:
+    def _last_failure(self, kpm_id: str, programme: str, period: str) -> str | None:
+        """The id of the latest failed face check for this KPM and period, if any."""
+        marks = ", ".join("?" * len(FAILED_DECISIONS))
         row = self.store.conn.execute(
-            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-            " AND decision IN (?, ?, ?) LIMIT 1",
+            "SELECT id FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+            f" AND decision IN ({marks}) ORDER BY seq DESC LIMIT 1",
             (kpm_id, programme, period, *FAILED_DECISIONS),
         ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _spoof_before(self, kpm_id: str, programme: str, period: str) -> bool:
+        row = self.store.conn.execute(
+            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+            " AND decision = 'spoof' LIMIT 1",
+            (kpm_id, programme, period),
+        ).fetchone()
         return row is not None
+
+
+def _liveness_answer(liveness: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the API tells the screen about PAD: score, threshold, frame counts (no hashes)."""
+    if liveness is None:
+        return None
+    return {k: liveness[k] for k in ("score", "threshold", "frames_live", "frames_judged")}
 
 
 __all__ = ["BadRequest", "OutboxFull", "Request", "Verifier", "parse_request"]

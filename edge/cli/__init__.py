@@ -23,6 +23,7 @@ from edge.cli.face_cmd import enroll, eval_cmd
 from edge.cli.gps_cmd import gps_cmd
 from edge.cli.hq_cmd import hq_group
 from edge.cli.keys_cmd import keys_group
+from edge.cli.liveness_cmd import liveness_group
 from edge.cli.officer_cmd import officer_group
 from edge.cli.outbox_cmd import outbox_group
 from edge.cli.records_cmd import records_group
@@ -57,6 +58,7 @@ cli.add_command(keys_group)
 cli.add_command(records_group)
 cli.add_command(roster_group)
 cli.add_command(officer_group)
+cli.add_command(liveness_group)
 for _command in (
     run_cmd,
     verify_cmd,

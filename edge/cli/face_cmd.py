@@ -20,14 +20,18 @@ from edge.cli.common import CliState, config_option, emit_json, get_config, json
 from edge.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, FaceConfig
 
 
-def _face_config(runtime: str | None, threads: int | None = None) -> FaceConfig:
+def effective_config() -> Config:
+    """The given or default config file, else the built-in defaults (bundled models)."""
     ctx = click.get_current_context()
     state = ctx.find_object(CliState)
     explicit = (state is not None and state.config_path is not None) or bool(
         os.environ.get(CONFIG_ENV)
     )
-    cfg = get_config(ctx) if explicit or DEFAULT_CONFIG_PATH.exists() else Config()
-    face = cfg.face
+    return get_config(ctx) if explicit or DEFAULT_CONFIG_PATH.exists() else Config()
+
+
+def _face_config(runtime: str | None, threads: int | None = None) -> FaceConfig:
+    face = effective_config().face
     if runtime:
         face = replace(face, runtime=runtime)
     if threads:

@@ -360,7 +360,9 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
     for p in report["periods"]:
         click.echo(
             f"{p['period']} {p['programme']}: {p['matches']} matches, no-match rate "
-            f"{p['no_match_rate']}, outside geofence {p['outside_geofence']}"
+            f"{p['no_match_rate']}, outside geofence {p['outside_geofence']}, "
+            f"spoof {p['spoofs']} (manual after spoof {p['manual_after_spoof']}), "
+            f"matches without liveness {p['match_without_liveness']}"
         )
     for d in report["double_collection"]:
         where = "across kiosks" if d["across_kiosks"] else "on one kiosk"

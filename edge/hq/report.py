@@ -119,17 +119,41 @@ def period_report(db: Database) -> list[dict[str, Any]]:
         if found is not None:
             code = str(json.loads(str(body)).get("reason") or "").split(":", 1)[0] or "unknown"
             found.setdefault("not_eligible_reasons", defaultdict(int))[code] += 1
+    _liveness_counts(db, acc)
     out = []
     for key in sorted(acc):
         e = acc[key]
         e["not_eligible_reasons"] = dict(sorted(e.get("not_eligible_reasons", {}).items()))
         d = e["decisions"]
+        e["spoofs"] = d.get("spoof", 0)
         checked = d.get("match", 0) + d.get("no_match", 0)
         e["matches"] = d.get("match", 0)
         e["no_match_rate"] = round(d.get("no_match", 0) / checked, 6) if checked else None
         e["decisions"] = dict(sorted(d.items()))
         out.append(e)
     return out
+
+
+def _liveness_counts(db: Database, acc: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Per period: manual handovers that overrode a `spoof`, and matches without PAD.
+
+    A match with `liveness` null came from a kiosk that ran no presentation-attack check
+    (an old release, or PAD switched off): HQ should know how many there are.
+    """
+    for e in acc.values():
+        e["manual_after_spoof"] = 0
+        e["match_without_liveness"] = 0
+    for period, programme, decision, body in db.iter_rows(
+        "SELECT period, programme, decision, body FROM records WHERE decision IN ('match', 'manual')"
+    ):
+        found = acc.get((str(period), str(programme)))
+        if found is None:
+            continue
+        rec = json.loads(str(body))
+        if decision == "manual" and str(rec.get("reason") or "").startswith("override after spoof"):
+            found["manual_after_spoof"] += 1
+        if decision == "match" and rec.get("liveness") is None:
+            found["match_without_liveness"] += 1
 
 
 def unknown_devices(db: Database) -> dict[str, int]:

@@ -14,8 +14,13 @@ def plot_det(
     out: Path,
     title: str = "DET",
     marks: dict[str, float] | None = None,
+    axes: tuple[str, str] = ("false match rate (FMR)", "false non-match rate (FNMR)"),
 ) -> None:
-    """curves: label -> (genuine scores, impostor scores); marks: label -> FMR to mark."""
+    """curves: label -> (genuine scores, impostor scores); marks: label -> FMR to mark.
+
+    For PAD the same curve is APCER (attacks accepted) against BPCER (bona fide refused):
+    pass bona fide scores as "genuine", attack scores as "impostor" and PAD axis names.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,8 +38,8 @@ def plot_det(
     ax.set_yscale("log")
     ax.set_xlim(1e-5, 1)
     ax.set_ylim(1e-4, 1)
-    ax.set_xlabel("false match rate (FMR)")
-    ax.set_ylabel("false non-match rate (FNMR)")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

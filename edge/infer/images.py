@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge.errors import BadInput
 
@@ -22,7 +22,8 @@ def load_image(path: str | Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as img:
                 img.load()  # a truncated file fails here, not later
-                rgb = img.convert("RGB")
+                # a phone or camera photo stored sideways says so in EXIF: stand it up
+                rgb = ImageOps.exif_transpose(img).convert("RGB")
     except FileNotFoundError:
         raise BadInput(f"{p}: image file not found") from None
     except IsADirectoryError:

@@ -30,15 +30,21 @@ class ModelEntry:
     outputs: dict[str, list[int]] = field(default_factory=dict)
     variants: dict[str, Path] = field(default_factory=dict)
     variant_sha256: dict[str, str] = field(default_factory=dict)
+    # role-specific settings (a PAD model's crop scale, input size, "real" class index)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The detector and embedder of one models folder."""
+    """The detector, embedder and presentation-attack models of one models folder."""
 
     directory: Path
     detector: ModelEntry
     embedder: ModelEntry
+    pad: tuple[ModelEntry, ...] = ()
+
+    def all_entries(self) -> tuple[ModelEntry, ...]:
+        return (self.detector, self.embedder, *self.pad)
 
 
 def resolve_dir(models_dir: str | Path) -> Path:
@@ -68,7 +74,33 @@ def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
         outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         variants={k: directory / str(v["file"]) for k, v in variants.items()},
         variant_sha256={k: str(v["sha256"]).lower() for k, v in variants.items()},
+        extra={k: raw[k] for k in _EXTRA_KEYS if k in raw},
     )
+
+
+_EXTRA_KEYS = ("scale", "input_size", "channel_order", "real_index")
+PAD_ROLES = ("pad_v2", "pad_v1se")
+
+
+def _pad_entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
+    """A PAD model entry: also needs its crop scale, input size and "real" class index."""
+    entry = _entry(directory, role, raw, where)
+    scale = entry.extra.get("scale")
+    size = entry.extra.get("input_size")
+    real = entry.extra.get("real_index")
+    if not isinstance(scale, int | float) or not 1.0 <= float(scale) <= 10.0:
+        raise ModelError(f"{where}: models.{role}.scale: expected a number from 1 to 10")
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and 16 <= v <= 512 for v in size)
+    ):
+        raise ModelError(f"{where}: models.{role}.input_size: expected [height, width]")
+    if real not in (0, 1, 2):
+        raise ModelError(f"{where}: models.{role}.real_index: expected 0, 1 or 2")
+    if entry.extra.get("channel_order", "BGR") != "BGR":
+        raise ModelError(f"{where}: models.{role}.channel_order: only BGR is supported")
+    return entry
 
 
 def load_manifest(models_dir: str | Path = "") -> Manifest:
@@ -88,6 +120,9 @@ def load_manifest(models_dir: str | Path = "") -> Manifest:
         directory=directory,
         detector=_entry(directory, "detector", models.get("detector"), where),
         embedder=_entry(directory, "embedder", models.get("embedder"), where),
+        pad=tuple(
+            _pad_entry(directory, role, models[role], where) for role in PAD_ROLES if role in models
+        ),
     )
 
 
@@ -113,6 +148,6 @@ def read_checked(path: Path, expected_sha256: str) -> bytes:
 
 
 def verify_files(manifest: Manifest) -> None:
-    """Check the sha256 of the detector and embedder files (ModelError on a mismatch)."""
-    for entry in (manifest.detector, manifest.embedder):
+    """Check the sha256 of every model file (ModelError on a mismatch)."""
+    for entry in manifest.all_entries():
         read_checked(entry.path, entry.sha256)

@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import FaceConfig
+from edge.config import FaceConfig, LivenessConfig
 from edge.errors import BadInput
 from edge.infer.align import align_face
 from edge.infer.detector import FaceDetector
 from edge.infer.embedder import FaceEmbedder
 from edge.infer.images import check_frame, load_image
+from edge.infer.liveness import LivenessRule, decide_liveness
 from edge.infer.manifest import Manifest, load_manifest
 from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
+from edge.infer.pad import LivenessModel
 from edge.infer.quality import Quality, QualityLimits, gate, measure
 from edge.infer.runtime import TFLiteModel
 from edge.infer.yunet import Detection, pick_subject
@@ -39,6 +41,7 @@ class FaceResult:
     quality: Quality | None = None
     detection: Detection | None = None
     faces: int = 0
+    liveness: float | None = None  # fused "real" probability, on frames past the gates
 
     def outcome(self) -> FrameOutcome:
         rank = self.quality.rank if self.quality is not None else float("-inf")
@@ -49,7 +52,7 @@ class FaceResult:
 class BurstDecision:
     """A verification over a burst: what the record carries (score, frames) and evidence."""
 
-    decision: str  # match | no_match | no_face | poor_quality
+    decision: str  # match | no_match | spoof | no_face | poor_quality
     score: float | None
     threshold: float
     frames_used: int
@@ -58,6 +61,27 @@ class BurstDecision:
     crop: np.ndarray | None = None
     embedding: np.ndarray | None = None
     results: list[FaceResult] = field(default_factory=list, repr=False)
+    liveness: LivenessRule | None = None
+    liveness_models: tuple[str, ...] = ()
+
+    def liveness_record(self) -> dict[str, Any] | None:
+        """The record's `liveness` object, or None when PAD did not run on this burst."""
+        if self.liveness is None:
+            return None
+        return self.liveness.as_record(self.liveness_models)
+
+
+@dataclass(frozen=True)
+class LivenessPolicy:
+    """How a burst is judged live (from LivenessConfig)."""
+
+    threshold: float = 0.377
+    min_live_frames: int = 2
+    min_live_fraction: float = 0.5
+
+    @classmethod
+    def from_config(cls, cfg: LivenessConfig) -> LivenessPolicy:
+        return cls(cfg.threshold, cfg.min_live_frames, cfg.min_live_fraction)
 
 
 class FacePipeline:
@@ -72,6 +96,8 @@ class FacePipeline:
         min_good_frames: int = 1,
         embedder_sha256: str = "",
         more_templates: tuple[float, ...] = (),
+        liveness: LivenessModel | None = None,
+        liveness_policy: LivenessPolicy | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -81,15 +107,22 @@ class FacePipeline:
         self.more_templates = tuple(float(t) for t in more_templates)
         self.min_good_frames = int(min_good_frames)
         self.embedder_sha256 = embedder_sha256 or embedder.model.sha256
+        self.liveness = liveness
+        self.liveness_policy = liveness_policy or LivenessPolicy()
 
     @classmethod
     def from_config(
-        cls, face_cfg: FaceConfig, *, embedder_variant: str | None = None
+        cls,
+        face_cfg: FaceConfig,
+        *,
+        embedder_variant: str | None = None,
+        liveness_cfg: LivenessConfig | None = None,
     ) -> FacePipeline:
-        """Load both models (sha256 checked) with the configured runtime and threads.
+        """Load the models (sha256 checked) with the configured runtime and threads.
 
         embedder_variant picks another embedder listed in the manifest (e.g. "fp32",
-        for the float-vs-quantised comparison); None is the shipped one.
+        for the float-vs-quantised comparison); None is the shipped one. With an
+        enabled liveness_cfg the PAD models are loaded too (ModelError if missing).
         """
         manifest = load_manifest(face_cfg.models_dir)
         det = TFLiteModel(
@@ -105,6 +138,11 @@ class FacePipeline:
             max_brightness=face_cfg.max_brightness,
         )
         log.info("face models loaded with %s (%d threads)", det.runtime, face_cfg.threads)
+        liveness = None
+        policy = None
+        if liveness_cfg is not None and liveness_cfg.enabled:
+            liveness = LivenessModel.load(manifest, face_cfg.runtime, 1)
+            policy = LivenessPolicy.from_config(liveness_cfg)
         return cls(
             FaceDetector(det, face_cfg.detector_score),
             FaceEmbedder(emb),
@@ -113,6 +151,8 @@ class FacePipeline:
             face_cfg.min_good_frames,
             sha,
             (face_cfg.threshold_2_templates, face_cfg.threshold_3_templates),
+            liveness,
+            policy,
         )
 
     def threshold_for(self, n_templates: int) -> float:
@@ -125,8 +165,9 @@ class FacePipeline:
     def runtime(self) -> str:
         return self.detector.model.runtime
 
-    def analyse(self, frame: np.ndarray, *, gates: bool = True) -> FaceResult:
-        """Detect the subject, align, measure quality, embed (unless a gate fails)."""
+    def analyse(self, frame: np.ndarray, *, gates: bool = True, embed: bool = True) -> FaceResult:
+        """Detect the subject, align, measure quality, judge liveness and embed (unless a
+        gate fails); embed=False skips the embedder (liveness evaluation)."""
         check_frame(frame)
         faces = self.detector.detect(frame)
         subject = pick_subject(faces, (frame.shape[0], frame.shape[1]))
@@ -137,8 +178,9 @@ class FacePipeline:
         reason = gate(q, self.limits) if gates else None
         if reason is not None:
             return FaceResult("poor_quality", reason, crop, None, q, subject, faces=len(faces))
-        emb = self.embedder.embed(crop)
-        return FaceResult("ok", None, crop, emb, q, subject, faces=len(faces))
+        live = self.liveness.score(frame, subject.box) if self.liveness is not None else None
+        emb = self.embedder.embed(crop) if embed else None
+        return FaceResult("ok", None, crop, emb, q, subject, faces=len(faces), liveness=live)
 
     def verify_burst(
         self, frames: Sequence[np.ndarray], references: Sequence[np.ndarray]
@@ -152,23 +194,60 @@ class FacePipeline:
             [r.outcome() for r in results], references, threshold, self.min_good_frames
         )
         crop = results[rule.used[0]].crop if rule.used else None
+        decision, reason = rule.decision, rule.reason
+        live_rule = None
+        if self.liveness is not None and decision in ("match", "no_match"):
+            decision, reason, live_rule = self._judge_liveness(results, decision, reason)
         return BurstDecision(
-            decision=rule.decision,
+            decision=decision,
             score=rule.score,
             threshold=threshold,
             frames_used=len(rule.used),
             frames_total=len(frames),
-            reason=rule.reason,
+            reason=reason,
             crop=crop,
             embedding=rule.embedding,
             results=results,
+            liveness=live_rule,
+            liveness_models=self.liveness.sha256s if self.liveness is not None else (),
         )
+
+    def _judge_liveness(
+        self, results: Sequence[FaceResult], decision: str, reason: str | None
+    ) -> tuple[str, str | None, LivenessRule]:
+        """spoof (never match) unless enough judged frames look live; poor_quality if too few."""
+        p = self.liveness_policy
+        scores = [r.liveness for r in results if r.status == "ok" and r.liveness is not None]
+        lv = decide_liveness(scores, p.threshold, p.min_live_frames, p.min_live_fraction)
+        if lv.live is None:
+            return (
+                "poor_quality",
+                f"liveness: {lv.frames_judged} of {len(results)} frames usable,"
+                f" need {lv.needed}: hold still facing the camera",
+                lv,
+            )
+        if not lv.live:
+            assert lv.score is not None
+            return (
+                "spoof",
+                f"presentation attack suspected: liveness {lv.score:.3f} below"
+                f" {lv.threshold:.3f} ({lv.frames_live} of {lv.frames_judged} frames live,"
+                f" need {lv.needed})",
+                lv,
+            )
+        return decision, reason, lv
 
     def describe(self) -> dict[str, Any]:
         return {
             "runtime": self.runtime,
             "embedder_sha256": self.embedder_sha256,
             "threshold": self.threshold,
+            "liveness": None
+            if self.liveness is None
+            else {
+                "models": list(self.liveness.sha256s),
+                "threshold": self.liveness_policy.threshold,
+            },
         }
 
 
