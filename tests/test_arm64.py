@@ -24,6 +24,8 @@ from tools.arm64 import wheels
 from tools.arm64.compare import MIN_COSINE, compare, cosine
 from tools.arm64.rootfs import binfmt_ready
 
+pytestmark = pytest.mark.slow  # arm64 root under qemu, 4-8 min
+
 REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / "tools" / "arm64_check.py"
 
