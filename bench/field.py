@@ -36,7 +36,8 @@ from bench.uplink import fill
 from edge.uplink import service as uplink_service
 from tests.field_support import Appender, FieldRig
 from tests.link_emulator import FOREVER, G2, G3, PROFILES, LinkSpec, Phase, rotated
-from tests.mqtt_fixtures import Pki, connect_client, wait_for
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Pki, connect_client
 
 # Proposed field defaults (see the report): notice a dead link in ~15 s while sending, ~22 s
 # at the broker (1.5 x keepalive); fill a 3G link's bandwidth-delay product; come back fast.

@@ -30,8 +30,9 @@ from edge.hq.db import open_database
 from edge.hq.registry import KeyCache, add_device
 from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
-from tests.hq_fixtures import PgServer, SimKiosk, hq_box_key, write_hq_toml
-from tests.mqtt_fixtures import Pki
+from tests.support.helpers import write_toml
+from tests.support.hq import PgServer, SimKiosk, hq_box_key
+from tests.support.mqtt import Pki
 from tests.test_hq_ingest import WORKER_CNS, KioskLink, hq_broker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def bench_e2e(
     try:
         for cn in WORKER_CNS[:workers]:
             tls = pki.client(cn)
-            toml = write_hq_toml(
+            toml = write_toml(
                 root / f"{cn}.toml",
                 {
                     "broker": {

@@ -40,8 +40,9 @@ from edge.uplink import Uplink
 from edge.uplink.wire import encode
 from tests.hq_sim import HqSim
 from tests.link_emulator import FOREVER, LinkEmulator, LinkSpec, Phase
-from tests.mqtt_fixtures import Broker, Pki, connect_client, wait_for
 from tests.roster_fixtures import make_verification, record_builder
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Broker, Pki, connect_client
 from tests.uplink_support import mqtt_config, outbox_config
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-dev"

@@ -1,8 +1,11 @@
-"""Shared test helpers: run the real `edge` command, write configs, find the shared data."""
+"""Shared test helpers: run the real `edge` command, write configs; register the fixtures.
+
+Helpers used across modules live in tests/support/ (see its __init__); their fixtures are
+registered here once, so a test only names them as parameters.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,11 +18,13 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from edge.keys import b64
+from tests.support.helpers import REPO, write_toml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-FACES_DEV = SHARED_DATA / "faces-dev"
-GPS_LOGS = SHARED_DATA / "gps"
+pytest_plugins = [
+    "tests.support.mqtt",  # pki, broker
+    "tests.support.hq",  # pg, db_url
+    "tests.support.seeds",  # seed (printed, fixed by BANSOS_TEST_SEED)
+]
 
 WriteConfig = Callable[..., Path]
 
@@ -38,14 +43,6 @@ def run_edge(
         input=input,
         cwd=REPO,
     )
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 class HqKeys:
@@ -88,13 +85,6 @@ def write_config(tmp_path: Path, hq_keys: HqKeys) -> WriteConfig:
         }
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)
-        lines = []
-        for section, values in base.items():
-            lines.append(f"[{section}]")
-            lines.extend(f"{k} = {_toml(v)}" for k, v in values.items())
-            lines.append("")
-        path = tmp_path / name
-        path.write_text("\n".join(lines), encoding="utf-8")
-        return path
+        return write_toml(tmp_path / name, base)
 
     return write

@@ -23,8 +23,9 @@ from edge.store import Store
 from edge.uplink import Uplink
 from tests.hq_sim import HqSim
 from tests.link_emulator import LinkEmulator, Phase
-from tests.mqtt_fixtures import HQ_IDENTITY, Broker, Pki, wait_for
 from tests.roster_fixtures import make_verification, record_builder
+from tests.support.helpers import wait_for
+from tests.support.mqtt import HQ_IDENTITY, Broker, Pki
 from tests.uplink_support import Kiosk, make_kiosk, mqtt_config, outbox_config
 
 WATCH_IDENTITY = "hq.ops"  # its own CN: the broker makes the CN the client id

@@ -18,7 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.uplink.wire import WireError, decode
-from tests.mqtt_fixtures import HQ_IDENTITY, Broker, ClientTls
+from tests.support.mqtt import HQ_IDENTITY, Broker, ClientTls
 
 
 class HqSim:

@@ -48,6 +48,7 @@ from tests.ansible_chroot import (
     prepare_image,
     unmount_all,
 )
+from tests.support.helpers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ANSIBLE_DIR = REPO / "ansible"
@@ -68,13 +69,7 @@ EXAMPLE_OFFICERS = {
     "officer-012": ("Yohanes Bria", None, "135790"),
 }
 
-pytestmark = pytest.mark.timeout(900)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # debootstrapped roots, 7-9 min
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -216,7 +211,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, debian_base: Path) -> Iterat
         }
     }
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts), "utf-8")
-    port = _free_port()
+    port = free_port()
     extra = {
         "kiosk_manage_services": False,
         "broker_manage_services": False,
@@ -458,7 +453,7 @@ def test_screen_unit_opens_the_page_in_real_chromium(fleet: Fleet) -> None:
     os.chown(runtime, int(uid), int(gid))
     page: list[str] = []
     elsewhere: list[str] = []
-    other = _free_port()
+    other = free_port()
     # The page frames another local address: the managed policy must block it.
     servers = [
         _page_server(8470, page, f'<iframe src="http://127.0.0.1:{other}/blocked"></iframe>'),
@@ -483,7 +478,7 @@ def test_screen_unit_opens_the_page_in_real_chromium(fleet: Fleet) -> None:
                 start_new_session=True,
             )
             try:
-                _wait(lambda: "/ui/" in page or screen.poll() is not None, "the page", 90)
+                wait_for(lambda: "/ui/" in page or screen.poll() is not None, 90, "the page")
                 time.sleep(3)  # time for the framed address to be asked, were it allowed
             finally:
                 alive = screen.poll() is None
@@ -653,12 +648,12 @@ def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
     kiosk.on_publish = lambda c, u, mid, rc, props: reason_codes.append(int(rc.value))
     try:
         hq.subscribe("kiosk/+/records", qos=1)
-        _wait(lambda: bool(subscribed), "HQ subscription")
+        wait_for(lambda: bool(subscribed), 30, "HQ subscription")
         kiosk.connect("localhost", fleet.port)
         kiosk.loop_start()
         kiosk.publish("kiosk/kiosk-0000000000000000/records", b"{}", qos=1).wait_for_publish(20)
         kiosk.publish(f"kiosk/{device_id}/records", b"{}", qos=1).wait_for_publish(20)
-        _wait(lambda: len(received) >= 1, "HQ to receive the kiosk's record")
+        wait_for(lambda: len(received) >= 1, 30, "HQ to receive the kiosk's record")
         time.sleep(0.5)  # any wrongly routed message would have arrived by now
         return received, reason_codes[0]
     finally:
@@ -666,15 +661,6 @@ def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
         kiosk.disconnect()
         hq.loop_stop()
         hq.disconnect()
-
-
-def _wait(cond: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(cond) and cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_broker_root_serves_tls_with_per_device_acl(fleet: Fleet) -> None:

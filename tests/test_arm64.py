@@ -20,9 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.data import BUNDLED_FACES
+from tests.support.faces import PERSON
 from tools.arm64 import wheels
 from tools.arm64.compare import MIN_COSINE, compare, cosine
 from tools.arm64.rootfs import binfmt_ready
+
+pytestmark = pytest.mark.slow  # arm64 root under qemu, 4-8 min
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / "tools" / "arm64_check.py"
@@ -41,7 +45,9 @@ def _check(*args: str, timeout: float = 2400) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     binfmt_ready()  # raises with what to install: missing emulation is a failure, not a skip
-    proc = _check("--photos", "4", "--json")
+    # the bundled photos: a genuine pair of one person, the other person as the impostor
+    faces = ("--faces-dir", str(BUNDLED_FACES), "--genuine", PERSON)
+    proc = _check("--photos", "4", *faces, "--json")
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     result: dict[str, Any] = json.loads(proc.stdout)
     assert "error" not in result, result["error"]

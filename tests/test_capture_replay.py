@@ -17,7 +17,7 @@ from edge.capture.camera import Frame
 from edge.capture.replay import DEFAULT_SAMPLES, ReplayCamera, ReplayEnded
 from edge.config import CameraConfig
 from edge.errors import EXIT_MISSING, BadInput, DeviceMissing
-from tests.conftest import FACES_DEV
+from tests.support.faces import FACES, PERSON
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 
@@ -64,8 +64,8 @@ def test_folder_order_colours_and_modes(tmp_path: Path) -> None:
     assert cam.last_frame_monotonic == got[4].monotonic
 
 
-def test_shared_dev_faces_folder() -> None:
-    person = next(p for p in sorted(FACES_DEV.iterdir()) if p.is_dir())
+def test_a_folder_of_one_persons_photos() -> None:
+    person = FACES / PERSON
     with open_camera(cfg(person)) as cam:
         f = cam.capture()
     assert f.rgb.shape[2] == 3 and min(f.size) > 32

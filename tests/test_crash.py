@@ -17,11 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from nacl.public import PrivateKey
 
 from edge.keys import b64, device_id_for, init_device_key
 from edge.records import open_evidence, parse_record, record_hash, verify_chain
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # 20 SIGKILLs over 1,000 commits
 
 TOTAL = 1000
 KILLS = 20
@@ -93,8 +96,8 @@ def _check(db: Path, key_vk: object, device_id: str) -> int:
     return count
 
 
-def test_sigkill_never_half_writes(tmp_path: Path) -> None:
-    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+def test_sigkill_never_half_writes(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
     db = tmp_path / "edge.db"
     key = init_device_key(tmp_path / "device.key")
     did = device_id_for(key.verify_key)

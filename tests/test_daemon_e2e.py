@@ -34,10 +34,11 @@ from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import b64, device_id_for, init_device_key
 from edge.records import verify_chain
 from edge.roster import encode_template, sign_bundle
-from tests.conftest import REPO, _toml
-from tests.gpsd_fixtures import gpsfake_server
+from tests.conftest import REPO
 from tests.hq_sim import HqSim
-from tests.mqtt_fixtures import Broker, Pki, broker, free_port, pki, wait_for  # noqa: F401
+from tests.support.gpsd import gpsfake_server
+from tests.support.helpers import free_port, wait_for, write_toml
+from tests.support.mqtt import Broker, Pki
 
 FACES = REPO / "edge" / "samples" / "faces"
 TRACK = REPO / "edge" / "samples" / "track.nmea"
@@ -118,7 +119,7 @@ class FifoFeed:
 
 
 @pytest.fixture
-def world(tmp_path: Path, pki: Pki, broker: Broker) -> Iterator[dict[str, Any]]:  # noqa: F811
+def world(tmp_path: Path, pki: Pki, broker: Broker) -> Iterator[dict[str, Any]]:
     state = tmp_path / "state"
     key = init_device_key(state / "device.key")
     device_id = device_id_for(key.verify_key)
@@ -187,13 +188,7 @@ def world(tmp_path: Path, pki: Pki, broker: Broker) -> Iterator[dict[str, Any]]:
             },
             "api": {"listen": f"127.0.0.1:{free_port()}"},
         }
-        cfg = tmp_path / "edge.toml"
-        cfg.write_text(
-            "\n".join(
-                f"[{name}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in values.items()) + "\n"
-                for name, values in sections.items()
-            )
-        )
+        cfg = write_toml(tmp_path / "edge.toml", sections)
         imported = subprocess.run(
             [sys.executable, "-m", "edge", "roster", "import", "--config", str(cfg), str(roster)],
             capture_output=True,
@@ -247,6 +242,7 @@ def _verify(listen: str, kpm: str) -> tuple[int, dict[str, Any]]:
     return request_json(listen, "POST", "/v1/verify", {"kpm_id": kpm, "officer_id": "off-7"})
 
 
+@pytest.mark.slow  # the whole daemon (and a browser) end to end, 20-35 s
 def test_daemon_end_to_end(world: dict[str, Any]) -> None:
     proc, notify, listen = world["proc"], world["notify"], world["listen"]
     log_tail = lambda: world["log"].read_text()[-3000:]  # noqa: E731

@@ -33,7 +33,7 @@ from edge.records import canonical_json, check_signature, verify_chain
 from edge.roster import load_bundle_bytes, parse_utc, verify_bundle
 from edge.store import Store
 from edge.verification import BadRequest, Verifier, parse_request
-from tests.face_fixtures import photos
+from tests.support.faces import OTHER, PERSON, photos
 
 NOV = (parse_utc("2026-11-01T00:00:00Z"), parse_utc("2026-12-01T00:00:00Z"))
 OCT = (parse_utc("2026-10-01T00:00:00Z"), parse_utc("2026-11-01T00:00:00Z"))
@@ -103,10 +103,10 @@ def kiosk(tmp_path: Path, pipeline: FacePipeline) -> Any:
     bundle, expired)."""
     hq = SigningKey.generate()
     model = pipeline.embedder_sha256
-    sandler, gore = photos("Adam_Sandler"), photos("Al_Gore")
-    registry = enroll_template(pipeline, [gore[0]])  # a poor registry reference
-    capture = enroll_template(pipeline, [sandler[0]])  # last period's live face
-    templates = {"KPM-A": registry, "KPM-P": enroll_template(pipeline, [gore[1]])}
+    person, other = photos(PERSON), photos(OTHER)
+    registry = enroll_template(pipeline, [other[0]])  # a poor registry reference
+    capture = enroll_template(pipeline, [person[0]])  # last period's live face
+    templates = {"KPM-A": registry, "KPM-P": enroll_template(pipeline, [other[1]])}
     place = {"type": "point", "lat": -7.1, "lon": 110.4, "radius_m": 300}
     rows = [
         KpmRow("KPM-A", "sembako", "2026-11", place, 2),
@@ -120,7 +120,7 @@ def kiosk(tmp_path: Path, pipeline: FacePipeline) -> Any:
         [KpmRow("KPM-O", "sembako", "2026-10", None, 2)],
         {"KPM-O": registry}, model, hq, now=OCT[0], bundle_id="b-oct", window=OCT,
     )  # fmt: skip
-    k = Kiosk(tmp_path / "edge.db", pipeline, CountingCamera(load_image(sandler[1])))
+    k = Kiosk(tmp_path / "edge.db", pipeline, CountingCamera(load_image(person[1])))
     k.open()
     assert k.store is not None
     _import(k.store, hq, model, october)
@@ -290,17 +290,17 @@ def test_already_served_across_real_process_restarts(
 
     cfg = str(write_config(face={"burst_frames": 2}))
     assert run_edge("keys", "init", "--config", cfg).returncode == 0
-    sandler = photos("Adam_Sandler")
+    person = photos(PERSON)
     bundle = build_bundle(
         [KpmRow("KPM-A", "sembako", "2026-11", None, 2)],
-        {"KPM-A": enroll_template(pipeline, [sandler[0]])},
+        {"KPM-A": enroll_template(pipeline, [person[0]])},
         pipeline.embedder_sha256, hq_keys.signing, now=time.time(),
     )  # fmt: skip
     roster = tmp_path / "roster.json"
     roster.write_bytes(canonical_json(bundle))
     res = run_edge("roster", "import", str(roster), "--config", cfg)
     assert res.returncode == 0, res.stderr
-    verify = ["verify", "--kpm", "KPM-A", "--image", str(sandler[1]), "--json", "--config", cfg]
+    verify = ["verify", "--kpm", "KPM-A", "--image", str(person[1]), "--json", "--config", cfg]
     first = run_edge(*verify)
     assert first.returncode == 0, first.stderr
     match = json.loads(first.stdout)

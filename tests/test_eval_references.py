@@ -1,8 +1,8 @@
 """One reference template against several: the study behind `edge eval --references N`.
 
 Pure checks on synthetic embeddings, then the real command (real TFLite) on a small
-subset of ../shared/data/faces-dev (symlinks in tmp), once computing and once from the
-embedding cache. Runtime: about 15-30 s on a 2-core machine.
+subset of faces-dev under $BANSOS_DATA (symlinks in tmp; `pytest -m data`), once
+computing and once from the embedding cache. Runtime: about 15-30 s on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from edge.errors import BadInput
 from edge.infer.evaluate import reference_study
-from tests.face_fixtures import FACES, identities, photos
+from tests.support.faces import dev_faces, identities, photos
 
 
 def _synthetic(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,20 +65,23 @@ def test_too_few_photos_is_bad_input() -> None:
         reference_study(emb, ok, labels, 6)
 
 
+@pytest.mark.data
 def test_eval_references_on_a_faces_dev_subset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edge.cli.face_cmd import main
 
+    dev = dev_faces()
     root = tmp_path / "faces"
-    for name in identities(6)[:16]:  # 16 identities x 5 photos
+    for name in identities(6, dev)[:16]:  # 16 identities x 5 photos
         (root / name).mkdir(parents=True)
-        for p in photos(name)[:5]:
+        for p in photos(name, dev)[:5]:
             (root / name / p.name).symlink_to(p)
-    singles = [p.name for p in FACES.iterdir() if p.is_dir() and len(photos(p.name)) == 1]
+    singles = [p.name for p in dev.iterdir() if p.is_dir() and len(photos(p.name, dev)) == 1]
     for name in sorted(singles)[:30]:
         (root / name).mkdir()
-        (root / name / photos(name)[0].name).symlink_to(photos(name)[0])
+        first = photos(name, dev)[0]
+        (root / name / first.name).symlink_to(first)
     cache = tmp_path / "emb.npz"
     args = ["eval", "--faces", str(root), "--references", "3", "--threshold", "0.365"]
     args += ["--cache", str(cache), "--max-impostors", "200000", "--json"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.link_emulator import G2, G3, PROFILES, LinkEmulator, Phase, rotated
-from tests.mqtt_fixtures import wait_for
+from tests.support.helpers import wait_for
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ import pytest
 
 from tests.field_support import Appender, FieldRig
 from tests.link_emulator import PROFILES
-from tests.mqtt_fixtures import Pki, pki, wait_for
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Pki
 
-__all__ = ["pki"]  # pytest fixture used here
+pytestmark = pytest.mark.slow  # two emulated field links, ~2 min each
 
 KEEPALIVE_S = 5
 QUEUED = 500

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from edge.errors import EXIT_MISSING, EXIT_NEGATIVE
 from tests.conftest import REPO, WriteConfig
-from tests.gpsd_fixtures import free_port, gpsfake_server
+from tests.support.gpsd import gpsfake_server
+from tests.support.helpers import free_port
 
 TRACK = REPO / "edge" / "samples" / "track.nmea"
 # `edge gps` is registered by the lead in edge/cli/__init__.py; until then add it here

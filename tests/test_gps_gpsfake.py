@@ -28,8 +28,8 @@ import pytest
 from edge.capture.fix import Fix, format_gps_time, parse_gps_time
 from edge.capture.gps import GpsReader
 from edge.config import GpsConfig
-from tests.conftest import GPS_LOGS
-from tests.gpsd_fixtures import gpsfake_server
+from tests.support.data import GPS_LOGS
+from tests.support.gpsd import gpsfake_server
 
 ROLLOVER_S = 1024 * 7 * 86400
 KNOWN_322: dict[str, dict[str, Any]] = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.capture.nmea import checksum, main, render, village_epochs
-from tests.conftest import GPS_LOGS, REPO
+from tests.conftest import REPO
+from tests.support.data import GPS_LOGS
 
 
 def test_checksums_match_real_receiver_sentences() -> None:

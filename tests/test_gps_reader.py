@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,10 @@ import pytest
 from edge.capture.gps import GpsReader
 from edge.capture.nmea import render, village_epochs
 from edge.config import GpsConfig
-from tests.gpsd_fixtures import free_port, gpsfake_server
+from tests.support.gpsd import gpsfake_server
+from tests.support.helpers import free_port, wait_for
 
 TRACK = Path(__file__).resolve().parents[1] / "edge" / "samples" / "track.nmea"
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def fast(port: int) -> GpsConfig:
@@ -43,7 +35,7 @@ def test_gpsd_killed_and_restarted_reader_recovers() -> None:
             assert reader.status()["clock"]["source"] == "gps"  # track time != system time
 
         fake.stop()  # gpsd gone
-        assert wait_until(lambda: reader.state() == "disconnected", 15)
+        wait_for(lambda: reader.state() == "disconnected", 15, "the reader to see gpsd gone")
         # in between: unknown, however often we ask; the thread stays alive and retries
         for _ in range(10):
             assert reader.current() is None
@@ -75,7 +67,7 @@ def test_receiver_unplugged_reports_unknown_while_gpsd_stays(tmp_path: Path) -> 
         reader_box.append(reader)
         with reader:
             assert reader.wait_for_fix(60) is not None
-            assert wait_until(lambda: bool(seen), 60), "gpsd never reported the device gone"
+            wait_for(lambda: bool(seen), 60, "gpsd to report the device gone")
             assert seen[0] == (True, None)  # still connected to gpsd, position unknown
             assert reader.alive
 
@@ -83,7 +75,7 @@ def test_receiver_unplugged_reports_unknown_while_gpsd_stays(tmp_path: Path) -> 
 def test_no_gpsd_is_unknown_and_keeps_retrying() -> None:
     port = free_port()
     with GpsReader(fast(port)) as reader:
-        assert wait_until(lambda: reader.last_error != "", 10)
+        wait_for(lambda: reader.last_error != "", 10, "a connection error")
         assert reader.current() is None and reader.state() == "disconnected" and reader.alive
         assert "cannot connect" in reader.last_error and str(port) in reader.last_error
         assert reader.backoff_s <= 0.5
@@ -120,7 +112,7 @@ def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
 def test_silent_gpsd_is_dropped_and_retried(silent_server: tuple[int, list[socket.socket]]) -> None:
     port, conns = silent_server
     with GpsReader(fast(port), silence_s=1.0) as reader:
-        assert wait_until(lambda: len(conns) >= 2, 20), "reader did not reconnect after silence"
+        wait_for(lambda: len(conns) >= 2, 20, "the reader to reconnect after silence")
         assert "silent" in reader.last_error
         assert reader.current() is None and reader.alive
 

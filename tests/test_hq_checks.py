@@ -24,7 +24,7 @@ from edge.hq.checks import (
 from edge.hq.ingest import ack_payloads, topic_device
 from edge.hq.suspects import Face, find_suspects
 from edge.records import GENESIS_HASH, canonical_json, record_hash
-from tests.hq_fixtures import SimKiosk, hq_box_key, unit_vector
+from tests.support.hq import SimKiosk, hq_box_key, unit_vector
 
 
 @pytest.fixture

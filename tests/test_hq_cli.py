@@ -17,7 +17,8 @@ from edge.hq.keys import load_hq_box
 from edge.hq.registry import KeyCache
 from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
-from tests.hq_fixtures import SimKiosk, unit_vector, write_hq_toml
+from tests.support.helpers import write_toml
+from tests.support.hq import SimKiosk, unit_vector
 
 if "hq" not in cli.commands:  # until the lead wires the group into `edge`
     cli.add_command(hq_group)
@@ -31,7 +32,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def hq_toml(tmp_path: Path) -> Path:
-    return write_hq_toml(
+    return write_toml(
         tmp_path / "hq.toml",
         {
             "broker": {"tls": False, "port": 1883},
@@ -58,16 +59,16 @@ def test_keys_init_writes_private_files_and_refuses_to_overwrite(
 def test_bad_hq_config_names_file_and_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    bad = write_hq_toml(tmp_path / "bad.toml", {"broker": {"port": 70000, "tls": False}})
+    bad = write_toml(tmp_path / "bad.toml", {"broker": {"port": 70000, "tls": False}})
     code, _, err = run(capsys, "hq", "device", "list", "--hq-config", str(bad))
     assert code == 2 and f"{bad}: broker.port: expected at most 65535" in err
-    tls = write_hq_toml(tmp_path / "tls.toml", {"broker": {"tls": True}})
+    tls = write_toml(tmp_path / "tls.toml", {"broker": {"tls": True}})
     code, _, err = run(capsys, "hq", "device", "list", "--hq-config", str(tls))
     assert code == 2 and "broker.ca_file" in err
-    unknown = write_hq_toml(tmp_path / "u.toml", {"brokr": {"x": 1}})
+    unknown = write_toml(tmp_path / "u.toml", {"brokr": {"x": 1}})
     code, _, err = run(capsys, "hq", "device", "list", "--hq-config", str(unknown))
     assert code == 2 and "[brokr]: unknown section" in err
-    pgbad = write_hq_toml(
+    pgbad = write_toml(
         tmp_path / "pg.toml",
         {"broker": {"tls": False}, "database": {"url": "postgresql://nobody@127.0.0.1:1/none"}},
     )
@@ -181,7 +182,7 @@ def test_roster_build_needs_output_and_valid_csv(
 def test_ingest_with_a_missing_certificate_says_which(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    toml = write_hq_toml(
+    toml = write_toml(
         tmp_path / "hq.toml",
         {
             "broker": {

@@ -29,10 +29,9 @@ from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.records import canonical_json
 from edge.roster import load_bundle_bytes, verify_bundle
 from edge.store import Store
-from tests.face_fixtures import photos
-from tests.hq_fixtures import SimKiosk, db_url, pg, unit_vector, write_hq_toml
-
-__all__ = ["db_url", "pg"]
+from tests.support.faces import OTHER, PERSON, photos
+from tests.support.helpers import write_toml
+from tests.support.hq import SimKiosk, unit_vector
 
 if "hq" not in cli.commands:  # until the lead wires the group into `edge`
     cli.add_command(hq_group)
@@ -56,7 +55,7 @@ def _store(db: Database, kiosk: SimKiosk, recs: list[dict[str, Any]]) -> None:
 
 
 def _hq(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    toml = write_hq_toml(
+    toml = write_toml(
         tmp_path / "hq.toml",
         {"broker": {"tls": False}, "database": {"url": url}, "keys": {"dir": str(tmp_path / "k")}},
     )
@@ -159,8 +158,8 @@ def test_roster_build_adds_earlier_captures_marked_and_audited(
     box = load_hq_box(tmp_path / "k")
     pipeline = FacePipeline.from_config(FaceConfig())
     model = pipeline.embedder_sha256
-    sandler = photos("Adam_Sandler")
-    live = [enroll_template(pipeline, [p]) for p in sandler[1:4]]
+    person = photos(PERSON)
+    live = [enroll_template(pipeline, [p]) for p in person[1:4]]
     van = SimKiosk(box.public_key)
     _register(capsys, cfg, van)
     recs = [
@@ -186,10 +185,10 @@ def test_roster_build_adds_earlier_captures_marked_and_audited(
         _store(db, van, recs)
     finally:
         db.close()
-    photo_dir = tmp_path / "photos"  # symlinks: the photos stay in ../shared/data
+    photo_dir = tmp_path / "photos"  # symlinks to the bundled photos
     photo_dir.mkdir()
-    (photo_dir / "KPM-A.jpg").symlink_to(sandler[0])
-    (photo_dir / "KPM-B.jpg").symlink_to(photos("Al_Gore")[0])
+    (photo_dir / "KPM-A.jpg").symlink_to(person[0])
+    (photo_dir / "KPM-B.jpg").symlink_to(photos(OTHER)[0])
     csv = tmp_path / "kpm.csv"
     csv.write_text("kpm_id,programme,period\nKPM-A,sembako,2026-11\nKPM-B,sembako,2026-11\n")
     out = tmp_path / "bundle.json"
@@ -213,7 +212,7 @@ def test_roster_build_adds_earlier_captures_marked_and_audited(
     a, b = entries["KPM-A"], entries["KPM-B"]
     assert a.sources() == ("registry", f"capture:{recs[1]['id']}", f"capture:{recs[0]['id']}")
     t = a.template_arrays()
-    assert np.allclose(t[0], enroll_template(pipeline, [sandler[0]]), atol=1e-6)
+    assert np.allclose(t[0], enroll_template(pipeline, [person[0]]), atol=1e-6)
     assert np.allclose(t[1], live[1], atol=1e-6) and np.allclose(t[2], live[0], atol=1e-6)
     assert (
         b.sources() == ("registry",)
@@ -261,11 +260,11 @@ def test_two_real_kiosks_one_kpm_one_period_end_to_end(
     box = load_hq_box(tmp_path / "k")
     hq_signing = load_hq_signing(tmp_path / "k")
     pipeline = FacePipeline.from_config(FaceConfig())
-    sandler = photos("Adam_Sandler")
+    person = photos(PERSON)
     window = (parse_utc("2026-11-01T00:00:00Z"), parse_utc("2026-12-01T00:00:00Z"))
     bundle = build_bundle(
         [KpmRow("KPM-7", "sembako", "2026-11", None, 2)],
-        {"KPM-7": enroll_template(pipeline, [sandler[0]])},
+        {"KPM-7": enroll_template(pipeline, [person[0]])},
         pipeline.embedder_sha256,
         hq_signing,
         window=window,
@@ -278,7 +277,7 @@ def test_two_real_kiosks_one_kpm_one_period_end_to_end(
     answers = []
     kiosks = []
     for i in (1, 2):
-        k = Kiosk(tmp_path / f"kiosk{i}.db", pipeline, CountingCamera(load_image(sandler[i])))
+        k = Kiosk(tmp_path / f"kiosk{i}.db", pipeline, CountingCamera(load_image(person[i])))
         k.hq_box = box  # evidence sealed to this HQ
         k.now = parse_utc(f"2026-11-1{i}T09:00:00Z")
         verifier = k.open()

@@ -18,6 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge.hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE
 from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, IngestConfig
 from edge.hq.db import is_postgres, open_database
@@ -25,10 +27,9 @@ from edge.hq.ingest import IngestWorker
 from edge.hq.registry import add_device
 from edge.hq.report import build_report
 from edge.records import canonical_json
-from tests.hq_fixtures import SimKiosk, db_url, hq_box_key, pg
-from tests.mqtt_fixtures import HQ_IDENTITY, Broker, Pki, connect_client, pki, wait_for
-
-__all__ = ["db_url", "pg", "pki"]  # pytest fixtures
+from tests.support.helpers import wait_for
+from tests.support.hq import SimKiosk, hq_box_key
+from tests.support.mqtt import HQ_IDENTITY, Broker, Pki, connect_client
 
 WORKER_CNS = (HQ_IDENTITY, "hq.ingest-2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +172,7 @@ def build_fleet(n_kiosks: int, per_kiosk: int, box: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fleet_two_workers_every_record_ends_where_it_should(
     db_url: str, pki: Pki, tmp_path: Path
 ) -> None:
@@ -364,13 +366,14 @@ class IngestProcess:
         return code, out
 
 
+@pytest.mark.slow
 def test_ingest_process_killed_mid_stream_loses_and_doubles_nothing(
     pki: Pki, tmp_path: Path
 ) -> None:
     """SIGKILL `edge hq ingest` mid-stream; a restart gets the unacked rest; SIGTERM exits 0."""
     import json
 
-    from tests.hq_fixtures import write_hq_toml
+    from tests.support.helpers import write_toml
 
     n = 2000
     box = hq_box_key()
@@ -380,7 +383,7 @@ def test_ingest_process_killed_mid_stream_loses_and_doubles_nothing(
     add_device(db, kiosk.device_id, kiosk.public_key)
     broker = hq_broker(tmp_path / "broker", pki)
     tls = pki.client(HQ_IDENTITY)
-    toml = write_hq_toml(
+    toml = write_toml(
         tmp_path / "hq.toml",
         {
             "broker": {

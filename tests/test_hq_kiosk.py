@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from nacl.signing import SigningKey
 
 from edge.hq.db import open_database
@@ -25,13 +26,12 @@ from edge.keys import b64
 from edge.records import canonical_json
 from edge.store import Store
 from edge.uplink import Uplink
-from tests.hq_fixtures import unit_vector
-from tests.mqtt_fixtures import HQ_IDENTITY, Pki, pki, wait_for
 from tests.roster_fixtures import MODEL_SHA
+from tests.support.helpers import wait_for
+from tests.support.hq import unit_vector
+from tests.support.mqtt import HQ_IDENTITY, Pki
 from tests.test_hq_ingest import WORKER_CNS, hq_broker, settings_for
 from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
-
-__all__ = ["pki"]
 
 
 def test_kiosk_outbox_drains_through_hq_and_takes_its_roster(pki: Pki, tmp_path: Path) -> None:
@@ -94,6 +94,7 @@ def test_kiosk_outbox_drains_through_hq_and_takes_its_roster(pki: Pki, tmp_path:
     db.close()
 
 
+@pytest.mark.slow
 def test_broker_killed_mid_drain_every_record_stored_once(pki: Pki, tmp_path: Path) -> None:
     """kill -9 the broker twice while a kiosk drains into two HQ workers: nothing lost or doubled."""
     n = 1500

@@ -16,11 +16,10 @@ from edge.hq.publish import publish_retained, roster_topic
 from edge.hq.roster_build import build_bundle, compute_templates, parse_kpm_csv, photos_for
 from edge.records import canonical_json
 from edge.roster import RosterRefused, load_bundle_bytes, verify_bundle
-from tests.face_fixtures import FACES
-from tests.hq_fixtures import MODEL, unit_vector
-from tests.mqtt_fixtures import HQ_IDENTITY, Broker, Pki, connect_client, pki, wait_for
-
-__all__ = ["pki"]
+from tests.support.faces import FACES, OTHER, PERSON
+from tests.support.helpers import wait_for
+from tests.support.hq import MODEL, unit_vector
+from tests.support.mqtt import HQ_IDENTITY, Broker, Pki, connect_client
 
 CSV = """kpm_id,programme,period,place,lat,lon,radius_m
 K1,sembako,2026-11,,-7.1,110.4,300
@@ -158,11 +157,11 @@ def test_roster_build_command_with_the_real_embedder(
     from edge.cli.hq_cmd import hq_group
     from edge.hq.keys import load_hq_signing
     from edge.infer.manifest import load_manifest
-    from tests.hq_fixtures import write_hq_toml
+    from tests.support.helpers import write_toml
 
     if "hq" not in cli.commands:
         cli.add_command(hq_group)
-    toml = write_hq_toml(
+    toml = write_toml(
         tmp_path / "hq.toml",
         {
             "broker": {"tls": False},
@@ -172,12 +171,12 @@ def test_roster_build_command_with_the_real_embedder(
     )
     cfg = ["--hq-config", str(toml)]
     assert main(["hq", "keys", "init", *cfg]) == 0
-    photos = tmp_path / "photos"  # symlinks: the photos stay in ../shared/data
+    photos = tmp_path / "photos"  # symlinks to the bundled photos
     (photos / "KPM-A").mkdir(parents=True)
-    for src in sorted((FACES / "Adam_Sandler").iterdir())[:2]:
+    for src in sorted((FACES / PERSON).iterdir())[:2]:
         (photos / "KPM-A" / src.name).symlink_to(src)
-    (photos / "KPM-B.jpg").symlink_to(sorted((FACES / "Adam_Sandler").iterdir())[2])
-    (photos / "KPM-C.jpg").symlink_to(sorted((FACES / "Al_Gore").iterdir())[0])
+    (photos / "KPM-B.jpg").symlink_to(sorted((FACES / PERSON).iterdir())[2])
+    (photos / "KPM-C.jpg").symlink_to(sorted((FACES / OTHER).iterdir())[0])
     csv = tmp_path / "kpm.csv"
     csv.write_text(
         "kpm_id,programme,period,lat,lon,radius_m\n"

@@ -16,9 +16,7 @@ from edge.hq.review import NoEvidence, review_record
 from edge.hq.schema import MIGRATIONS
 from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
-from tests.hq_fixtures import PgServer, SimKiosk, db_url, hq_box_key, pg, unit_vector
-
-__all__ = ["db_url", "pg"]  # pytest fixtures used below
+from tests.support.hq import PgServer, SimKiosk, hq_box_key, unit_vector
 
 
 def _in(

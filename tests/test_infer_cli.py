@@ -12,7 +12,7 @@ import pytest
 from edge.cli.face_cmd import main
 from edge.config import CONFIG_ENV
 from edge.infer.manifest import load_manifest
-from tests.face_fixtures import FACES, identities, make_subset, photos
+from tests.support.faces import FACES, OTHER, PERSON, dev_faces, make_subset, photos
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +30,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.data
 def test_eval_small_set_json_plot_and_threshold(tmp_path, capsys):
-    faces = make_subset(tmp_path / "faces", n_multi=14, n_single=16)
+    faces = make_subset(tmp_path / "faces", n_multi=14, n_single=16, root=dev_faces())
     plot = tmp_path / "det.png"
     code, out, err = run(
         capsys,
@@ -65,7 +66,7 @@ def test_eval_small_set_json_plot_and_threshold(tmp_path, capsys):
 
 
 def test_eval_human_output_and_bad_folder(tmp_path, capsys):
-    faces = make_subset(tmp_path / "faces", n_multi=3)
+    faces = make_subset(tmp_path / "faces", n_multi=2, slice_from=1)  # the bundled two
     code, out, err = run(capsys, "eval", "--faces", str(faces), "--max-impostors", "200000", *FAST)
     assert code == 0, err
     assert "FMR  0.001" in out and "split-half" in out
@@ -78,7 +79,7 @@ def test_eval_human_output_and_bad_folder(tmp_path, capsys):
 
 
 def test_enroll_prints_template(capsys):
-    name = identities(4)[5]
+    name = PERSON
     code, out, err = run(capsys, "enroll", "--kpm", "KPM-1", *map(str, photos(name)[:2]), "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -89,7 +90,7 @@ def test_enroll_prints_template(capsys):
 
 def test_enroll_bad_photo_is_exit_2(tmp_path, capsys):
     trunc = tmp_path / "cut.jpg"
-    trunc.write_bytes(photos(identities(4)[0])[0].read_bytes()[:3000])
+    trunc.write_bytes(photos(OTHER)[0].read_bytes()[:3000])
     code, _, err = run(capsys, "enroll", "--kpm", "K", str(trunc))
     assert code == 2 and "cut.jpg" in err and "Traceback" not in err
 
@@ -97,9 +98,7 @@ def test_enroll_bad_photo_is_exit_2(tmp_path, capsys):
 def test_missing_or_altered_models_are_exit_2(tmp_path, capsys):
     cfg = tmp_path / "edge.toml"
     cfg.write_text(f'[face]\nmodels_dir = "{tmp_path / "models"}"\n')
-    code, _, err = run(
-        capsys, "--config", str(cfg), "enroll", "--kpm", "K", str(photos(identities(4)[0])[0])
-    )
+    code, _, err = run(capsys, "--config", str(cfg), "enroll", "--kpm", "K", str(photos(OTHER)[0]))
     assert code == 2 and "models" in err and "Traceback" not in err
 
 

@@ -13,10 +13,11 @@ import pytest
 from edge.config import FaceConfig
 from edge.errors import BadInput
 from edge.infer.errors import ModelError
+from edge.infer.images import load_image
 from edge.infer.manifest import BUNDLED_DIR, load_manifest, sha256_bytes, verify_files
 from edge.infer.pipeline import FacePipeline
 from edge.infer.runtime import ENV_RUNTIME, resolve_runtime
-from tests.face_fixtures import RUNTIMES, face, identities, pipeline
+from tests.support.faces import OTHER, PERSON, RUNTIMES, all_photos, face, pipeline
 
 
 def test_manifest_gives_embedder_hash_without_loading_models():
@@ -80,7 +81,7 @@ def test_runtime_selection(monkeypatch):
 def test_each_runtime_loads_the_shipped_models(runtime):
     p = pipeline(runtime)
     assert p.runtime == runtime
-    r = p.analyse(face(identities(4)[0]))
+    r = p.analyse(face(PERSON))
     assert r.status == "ok" and r.embedding is not None
     assert r.embedding.dtype == np.float32 and r.embedding.shape == (128,)
     assert np.linalg.norm(r.embedding) == pytest.approx(1.0, abs=1e-5)
@@ -89,10 +90,10 @@ def test_each_runtime_loads_the_shipped_models(runtime):
 
 def test_both_runtimes_give_the_same_results():
     a, b = pipeline("tflite_runtime"), pipeline("litert")
-    names = identities(4)[:12]
+    shots = all_photos()  # 20 photos of two people
     cos = []
-    for name in names:
-        frame = face(name)
+    for shot in shots:
+        frame = load_image(shot)
         ra, rb = a.analyse(frame, gates=False), b.analyse(frame, gates=False)
         assert ra.status == rb.status == "ok"
         assert ra.detection is not None and rb.detection is not None
@@ -100,8 +101,9 @@ def test_both_runtimes_give_the_same_results():
         assert ra.embedding is not None and rb.embedding is not None
         cos.append(float(ra.embedding @ rb.embedding))
     assert min(cos) >= 0.995, cos
-    ea = [a.analyse(face(n, 1), gates=False).embedding for n in names[:4]]
-    eb = [b.analyse(face(n, 1), gates=False).embedding for n in names[:4]]
+    pairs = [face(n, i) for n in (PERSON, OTHER) for i in (1, 7)]  # genuine and impostor
+    ea = [a.analyse(f, gates=False).embedding for f in pairs]
+    eb = [b.analyse(f, gates=False).embedding for f in pairs]
     sa = np.array(ea) @ np.array(ea).T
     sb = np.array(eb) @ np.array(eb).T
     assert np.abs(sa - sb).max() < 0.02  # pair scores agree too
@@ -109,4 +111,4 @@ def test_both_runtimes_give_the_same_results():
 
 def test_threads_from_config_are_accepted():
     cfg = replace(FaceConfig(), runtime="litert", threads=2)
-    assert FacePipeline.from_config(cfg).analyse(face(identities(4)[1])).status == "ok"
+    assert FacePipeline.from_config(cfg).analyse(face(OTHER)).status == "ok"

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from edge.api import request_json
 from edge.infer.images import load_image
 from tests.conftest import HqKeys, WriteConfig
-from tests.mqtt_fixtures import Broker, Pki, broker, pki, wait_for  # noqa: F401
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Broker, Pki
 from tests.test_daemon_e2e import FACES
 from tests.ui_world import PIN, UiWorld, kiosk_browser, qr_frame, screenshot_dir, ui_world
 
@@ -72,10 +74,11 @@ def _call(
     return request_json(w.listen, method, path, body, token=token)
 
 
+@pytest.mark.slow  # the whole daemon (and a browser) end to end, 20-35 s
 def test_kiosk_screen_end_to_end(
     tmp_path: Path,
-    pki: Pki,  # noqa: F811
-    broker: Broker,  # noqa: F811
+    pki: Pki,
+    broker: Broker,
     write_config: WriteConfig,
     hq_keys: HqKeys,
 ) -> None:

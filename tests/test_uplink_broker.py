@@ -20,11 +20,10 @@ from edge.store import Store
 from edge.uplink import Uplink
 from edge.uplink.topics import Topics
 from tests.hq_sim import HqSim
-from tests.mqtt_fixtures import Broker, Pki, broker, connect_client, pki, wait_for
 from tests.roster_fixtures import MODEL_SHA, OTHER_MODEL_SHA, fill_store, signed_bundle
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Broker, Pki, connect_client
 from tests.uplink_support import Kiosk, make_kiosk, mqtt_config, outbox_config
-
-__all__ = ["broker", "pki"]  # pytest fixtures used here
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +110,7 @@ def test_drain_status_and_offline(tmp_path: Path, broker: Broker, pki: Pki, hq: 
         store.close()
 
 
+@pytest.mark.slow
 def test_broker_sigkilled_five_times(tmp_path: Path, broker: Broker, pki: Pki, hq: HqSim) -> None:
     n = 5000
     kiosk = make_kiosk(tmp_path, pki, n)
@@ -234,7 +234,7 @@ def test_new_records_woken_and_acked_records_purged(
 
 def test_unreachable_broker_and_bad_tls_files_do_not_crash(tmp_path: Path, pki: Pki) -> None:
     """No broker, then a missing CA file: the uplink keeps trying (with backoff), never dies."""
-    from tests.mqtt_fixtures import free_port
+    from tests.support.mqtt import free_port
 
     kiosk = make_kiosk(tmp_path, pki, 3)
     nowhere = Broker(tmp_path / "never-started", pki, port=free_port())

@@ -16,11 +16,10 @@ from nacl.signing import SigningKey
 from edge.keys import device_id_for
 from edge.store import Store
 from edge.uplink import Uplink
-from tests.mqtt_fixtures import Broker, Pki, broker, pki, wait_for
 from tests.roster_fixtures import MODEL_SHA
+from tests.support.helpers import wait_for
+from tests.support.mqtt import Broker, Pki
 from tests.uplink_support import mqtt_config, outbox_config
-
-__all__ = ["broker", "pki"]
 
 FLEET = 20
 OUTAGE_S = 4.0

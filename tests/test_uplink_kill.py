@@ -19,10 +19,11 @@ import pytest
 
 from edge.store import Store
 from tests.hq_sim import HqSim
-from tests.mqtt_fixtures import REPO, Broker, Pki, broker, pki, wait_for
+from tests.support.helpers import wait_for
+from tests.support.mqtt import REPO, Broker, Pki
 from tests.uplink_support import Kiosk, make_kiosk
 
-__all__ = ["broker", "pki"]
+pytestmark = pytest.mark.slow  # 20 SIGKILLed uplink processes, ~45 s
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ import pytest
 
 from edge.store import Store
 from tests.hq_sim import HqSim
-from tests.mqtt_fixtures import REPO, Broker, Pki, pki, wait_for
+from tests.support.helpers import wait_for
+from tests.support.mqtt import REPO, Broker, Pki
 from tests.uplink_support import make_kiosk
 
-__all__ = ["pki"]
+pytestmark = pytest.mark.slow  # a 60 s network cut in a netns
 
 CUT_S = 60.0
 

@@ -17,8 +17,8 @@ from edge.uplink.acks import MAX_ACK_IDS, AckRefused, parse_acks
 from edge.uplink.outbox import Outbox, OutboxStats
 from edge.uplink.policy import backoff_cap, backoff_delay, capacity, resend_due, window_room
 from edge.uplink.topics import Topics, records_filter
-from tests.mqtt_fixtures import safe_name
 from tests.roster_fixtures import fill_store, make_verification, record_builder
+from tests.support.mqtt import safe_name
 
 
 def test_backoff_grows_to_cap_and_jitters_fully() -> None:

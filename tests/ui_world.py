@@ -30,10 +30,11 @@ from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import device_id_for, init_device_key
 from edge.roster import encode_template, format_utc, parse_utc, sign_bundle
 from edge.ui.officers import hash_pin
-from tests.conftest import REPO, HqKeys, WriteConfig, _toml, run_edge
-from tests.gpsd_fixtures import gpsfake_server
+from tests.conftest import REPO, HqKeys, WriteConfig, run_edge
 from tests.hq_sim import HqSim
-from tests.mqtt_fixtures import Broker, Pki, free_port
+from tests.support.gpsd import gpsfake_server
+from tests.support.helpers import free_port, toml_value
+from tests.support.mqtt import Broker, Pki
 from tests.test_daemon_e2e import FACES, PLACE, TRACK, FifoFeed, NotifyListener
 from tests.uplink_support import mqtt_config
 
@@ -130,10 +131,10 @@ def _bundle(
 def write_officers(path: Path) -> None:
     lines = []
     for oid, name, badge in OFFICERS:
-        lines += ["[[officer]]", f"id = {_toml(oid)}", f"name = {_toml(name)}"]
-        lines.append(f"pin_hash = {_toml(hash_pin(PIN))}")
+        lines += ["[[officer]]", f"id = {toml_value(oid)}", f"name = {toml_value(name)}"]
+        lines.append(f"pin_hash = {toml_value(hash_pin(PIN))}")
         if badge:
-            lines.append(f"badge = {_toml(badge)}")
+            lines.append(f"badge = {toml_value(badge)}")
     path.write_text("\n".join(lines) + "\n")
 
 

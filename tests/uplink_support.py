@@ -11,8 +11,8 @@ from nacl.signing import SigningKey
 from edge.config import MqttConfig, OutboxConfig
 from edge.keys import device_id_for
 from edge.store import Store
-from tests.mqtt_fixtures import Broker, ClientTls, Pki
 from tests.roster_fixtures import fill_store
+from tests.support.mqtt import Broker, ClientTls, Pki
 
 
 @dataclass

@@ -47,14 +47,15 @@ GENUINE = "Adam_Sandler"  # two photos of one person: template from the first, p
 IMPOSTOR_TEMPLATE = "grace_hopper.jpg"  # a KPM enrolled as someone else; the same probe photo
 
 
-def pick_photos(faces: Path, n: int) -> dict[str, Path]:
-    """label -> photo: the genuine pair, the two samples, then faces-dev first photos."""
-    genuine = sorted((faces / GENUINE).glob("*.jpg"))
+def pick_photos(faces: Path, n: int, person: str = GENUINE) -> dict[str, Path]:
+    """label -> photo: the genuine pair (`person`), the two samples, then other people's
+    first photos."""
+    genuine = sorted((faces / person).glob("*.jpg"))
     if len(genuine) < 2:
-        raise CheckError(f"{faces / GENUINE}: need two photos of one person (faces-dev missing?)")
-    chosen = {f"{GENUINE}__{p.name}": p for p in genuine[:2]}
+        raise CheckError(f"{faces / person}: need two photos of one person (faces-dev missing?)")
+    chosen = {f"genuine__{p.name}": p for p in genuine[:2]}
     chosen.update({f"sample__{p.name}": p for p in sorted(SAMPLES.glob("*.jpg"))})
-    others = sorted(d for d in faces.iterdir() if d.is_dir() and d.name != GENUINE)
+    others = sorted(d for d in faces.iterdir() if d.is_dir() and d.name != person)
     step = max(1, len(others) // max(1, n))
     for d in others[::step]:
         if len(chosen) >= n:
@@ -69,7 +70,7 @@ def make_roster(photos: dict[str, Path]) -> tuple[bytes, str, str, list[tuple[st
     hq = SigningKey.generate()
     box = PrivateKey.generate()
     pipe = FacePipeline.from_config(FaceConfig(threads=2))
-    g0, g1 = (lb for lb in photos if lb.startswith(GENUINE + "__"))
+    g0, g1 = (lb for lb in photos if lb.startswith("genuine__"))
     templates = {
         "KPM-GENUINE": enroll_template(pipe, [photos[g0]]),
         "KPM-IMPOSTOR": enroll_template(pipe, [SAMPLES / IMPOSTOR_TEMPLATE]),
@@ -106,7 +107,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     runtimes = tuple(args.runtimes.split(","))
     cache = Path(args.cache_dir)
     rootfs.binfmt_ready()
-    photos = pick_photos(Path(args.faces_dir), args.photos)
+    photos = pick_photos(Path(args.faces_dir), args.photos, args.genuine)
     with tempfile.TemporaryDirectory(prefix="arm64-run-", dir=_scratch(cache)) as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         wheel = wheels.build_project_wheel(REPO, work / "dist")
@@ -208,6 +209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--photos", type=int, default=6, help="photos to embed on both sides (>= 4)")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated")
     ap.add_argument("--faces-dir", default=str(FACES))
+    ap.add_argument(
+        "--genuine", default=GENUINE, help="the folder under --faces-dir with the genuine pair"
+    )
     ap.add_argument("--extra-requirement", action="append", default=[],
                     help="also install this requirement (to test the check itself)")  # fmt: skip
     ap.add_argument(

@@ -23,15 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.helpers import free_port
+
 GPSFAKE = shutil.which("gpsfake")
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (gpsd binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_answers(host: str, port: int) -> bool:

@@ -6,10 +6,8 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,14 +28,9 @@ from edge.records import (
     record_hash,
     seal_evidence,
 )
+from tests.support.helpers import free_port
 
 MODEL = "ab" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pg_bin(name: str) -> str:
@@ -187,32 +180,7 @@ def hq_box_key() -> PrivateKey:
     return PrivateKey.generate()
 
 
-def write_hq_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        for k, v in values.items():
-            if isinstance(v, bool):
-                lines.append(f"{k} = {'true' if v else 'false'}")
-            elif isinstance(v, int | float):
-                lines.append(f"{k} = {v!r}")
-            else:
-                lines.append(f'{k} = "{v}"')
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def wait_for(cond: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(interval)
-    return bool(cond())
-
-
-# -- pytest fixtures (import them into a test module to use them) ----------------------
+# -- pytest fixtures (registered by pytest_plugins in tests/conftest.py) ---------------
 
 
 _PG: list[PgServer] = []

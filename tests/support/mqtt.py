@@ -2,7 +2,7 @@
 
 Usage from a test module::
 
-    from tests.mqtt_fixtures import Broker, Pki, pki, broker  # noqa: F401  (pytest fixtures)
+    from tests.support.mqtt import Broker, Pki, connect_client
 
     def test_x(broker: Broker, pki: Pki) -> None:
         tls = pki.client("kiosk-0123456789abcdef")       # ClientTls(ca, cert, key)
@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.helpers import REPO, free_port
+
 DEPLOY = REPO / "deploy" / "mosquitto"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HQ_IDENTITY = "hq.ingest"
@@ -188,13 +189,6 @@ class Pki:
 
 
 # ---------------------------------------------------------------- broker
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A loopback TCP port nobody listens on right now (picked by the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -443,16 +437,6 @@ def connect_client(
     c.on_disconnect = None
     c.user_data_set({"session_present": result["session_present"]})
     return c
-
-
-def wait_for(cond: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll `cond()` until true; fail the test with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # ---------------------------------------------------------------- pytest fixtures
