@@ -1,10 +1,12 @@
 """Daemon start-up and request cost: `python -m bench.daemon [-n N]`.
 
 Measures, in one run: time from exec to READY=1 and peak RSS (VmHWM) of `edge run`
-with the models loaded; then the time per verification through the local API
-against the same burst decided by the pipeline called directly in this process,
-as a ratio (the API's overhead: HTTP, roster lookup, geotag, signing, commit).
-MQTT and gpsd are off so only the daemon is measured.
+with every model loaded (detector, embedder, both PAD models); then the time per
+verification through the local API against the same burst decided by the pipeline
+called directly in this process, as a ratio (the API's overhead: HTTP, roster lookup,
+geotag, signing, commit); and the cost of presentation-attack detection: the same burst
+with PAD against without it, alternating in this process. MQTT and gpsd are off so only
+the daemon is measured.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from edge.api import request_json
-from edge.config import FaceConfig
+from edge.config import FaceConfig, LivenessConfig
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import b64, init_device_key
@@ -54,7 +56,8 @@ def main() -> None:
     state = tmp / "state"
     init_device_key(state / "device.key")
     hq = SigningKey.generate()
-    pipeline = FacePipeline.from_config(FaceConfig(burst_frames=3))
+    pipeline = FacePipeline.from_config(FaceConfig(burst_frames=3), liveness_cfg=LivenessConfig())
+    no_pad = FacePipeline.from_config(FaceConfig(burst_frames=3))
     template = enroll_template(pipeline, [FACE])
     entries = [
         {
@@ -105,11 +108,15 @@ def main() -> None:
         frames = [frame] * 3
         refs = [template]
         pipeline.verify_burst(frames, refs)  # warm-up
-        direct = []
+        no_pad.verify_burst(frames, refs)
+        direct, without_pad = [], []
         for _ in range(args.n):
             t = time.perf_counter()
             pipeline.verify_burst(frames, refs)
             direct.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            no_pad.verify_burst(frames, refs)
+            without_pad.append(time.perf_counter() - t)
         request_json(listen, "POST", "/v1/verify", {"kpm_id": "nobody", "officer_id": "b"})
         via_api = []
         for i in range(args.n):
@@ -128,10 +135,13 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
     d, a = statistics.median(direct), statistics.median(via_api)
+    w = statistics.median(without_pad)
     print(f"start to READY=1        {ready_s:8.2f} s")
     print(f"RSS at READY            {rss_ready / 2**20:8.1f} MiB")
     print(f"peak RSS (VmHWM)        {peak / 2**20:8.1f} MiB")
-    print(f"pipeline direct, burst3 {d * 1000:8.1f} ms (median of {args.n})")
+    print(f"pipeline without PAD    {w * 1000:8.1f} ms (median of {args.n}, burst of 3)")
+    print(f"pipeline direct, burst3 {d * 1000:8.1f} ms (median of {args.n}, with PAD)")
+    print(f"ratio with / without PAD{d / w:8.2f}")
     print(f"through the API, burst3 {a * 1000:8.1f} ms (median of {args.n}, signed + committed)")
     print(f"ratio API / direct      {a / d:8.2f}")
 

@@ -162,13 +162,13 @@ class Verifier:
                 reason = f"{reason} (kiosk clock unsynced)"
         elif req.manual_reason is not None:
             assert entry is not None
-            failed = self._last_failure(entry.kpm_id, entry.programme, entry.period)
-            if failed is None:
+            if self._last_failure(entry.kpm_id, entry.programme, entry.period) is None:
                 raise BadRequest("manual_reason: a manual handover needs a failed face check first")
             decision, reason = "manual", req.manual_reason.strip()
-            if self._spoof_before(entry.kpm_id, entry.programme, entry.period):
+            spoof = self._last_failure(entry.kpm_id, entry.programme, entry.period, ("spoof",))
+            if spoof is not None:
                 # HQ must see that the officer overrode a suspected presentation attack
-                reason = f"override after spoof (record {failed}): {reason}"
+                reason = f"override after spoof (record {spoof}): {reason}"
         else:
             assert entry is not None
             frames = self.burst(self.burst_frames)
@@ -261,23 +261,21 @@ class Verifier:
             f"override of already_served (record {earlier['record_id']}): {manual_reason.strip()}"
         )
 
-    def _last_failure(self, kpm_id: str, programme: str, period: str) -> str | None:
-        """The id of the latest failed face check for this KPM and period, if any."""
-        marks = ", ".join("?" * len(FAILED_DECISIONS))
+    def _last_failure(
+        self,
+        kpm_id: str,
+        programme: str,
+        period: str,
+        decisions: Sequence[str] = FAILED_DECISIONS,
+    ) -> str | None:
+        """The id of the latest record with one of `decisions` for this KPM and period."""
+        marks = ", ".join("?" * len(decisions))
         row = self.store.conn.execute(
             "SELECT id FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
             f" AND decision IN ({marks}) ORDER BY seq DESC LIMIT 1",
-            (kpm_id, programme, period, *FAILED_DECISIONS),
+            (kpm_id, programme, period, *decisions),
         ).fetchone()
         return None if row is None else str(row[0])
-
-    def _spoof_before(self, kpm_id: str, programme: str, period: str) -> bool:
-        row = self.store.conn.execute(
-            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-            " AND decision = 'spoof' LIMIT 1",
-            (kpm_id, programme, period),
-        ).fetchone()
-        return row is not None
 
 
 def _liveness_answer(liveness: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -126,13 +126,15 @@ def test_manual_after_spoof_says_so_in_the_record(tmp_path: Path):
     v, decider, (store, *_rest) = make(tmp_path)
     decider.outcome = PadOutcome("spoof", score=0.92)
     spoof = v.verify(parse_request({"kpm_id": "KPM-1", "officer_id": "o"}))
+    decider.outcome = Outcome("no_match", score=0.1)  # a later plain failure ...
+    v.verify(parse_request({"kpm_id": "KPM-1", "officer_id": "o"}))
     manual = v.verify(
         parse_request(
             {"kpm_id": "KPM-1", "officer_id": "o", "manual_reason": "KTP checked in person"}
         )
     )
     assert manual["decision"] == "manual"
-    assert manual["reason"] == (
+    assert manual["reason"] == (  # ... does not hide the spoof: the record names it
         f"override after spoof (record {spoof['record_id']}): KTP checked in person"
     )
     last = list(store.iter_records())[-1]
