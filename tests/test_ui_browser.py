@@ -1,8 +1,11 @@
 """The officer's kiosk screen end to end in headless Chromium against a real `edge run`:
 sign-in (PIN lockout, PIN, badge), KPM QR scan from a replayed frame, live guidance, a
-match, a no-match with retries and the manual fallback, the offline banner while the
-broker is down and the syncing state when it returns, and bad input that records nothing.
-Screenshots of every screen go to $BANSOS_UI_SCREENSHOTS or the test's tmp dir.
+match, a printed photo held up (spoof, never match, counted as attempts, then a manual
+fallback that warns it overrides a suspected attack), a no-match with retries and the
+manual fallback, the offline banner while the broker is down and the syncing state when it
+returns, and bad input that records nothing. Every message in the screen's language; the
+header fits 800x480 in both. Screenshots of every screen go to $BANSOS_UI_SCREENSHOTS or
+the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from tests.conftest import HqKeys, WriteConfig
 from tests.support.helpers import wait_for
 from tests.support.mqtt import Broker, Pki
 from tests.test_daemon_e2e import FACES
-from tests.ui_world import PIN, UiWorld, kiosk_browser, qr_frame, screenshot_dir, ui_world
+from tests.ui_world import (
+    PIN,
+    SPOOF_KPM,
+    UiWorld,
+    attack_frame,
+    kiosk_browser,
+    qr_frame,
+    screenshot_dir,
+    ui_world,
+)
 
 BLOB = re.compile("^blob:")
 RECORDS = "SELECT COUNT(*) FROM records"
@@ -66,6 +78,31 @@ def _check_session_rules(w: UiWorld, token: Any) -> None:
     assert resp.status == 200 and resp.getheader("Content-Type") == "image/jpeg"
     assert jpeg[:2] == b"\xff\xd8" and len(jpeg) < 60_000  # small, the preview only
     conn.close()
+
+
+def _check_header(page: Any) -> None:
+    """Every header control lies inside the 800x480 viewport and no button clips its text."""
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('#bar > *, #bar .item > *')]
+            .filter((e) => e.getClientRects().length && !e.classList.contains('spacer'))
+            .map((e) => { const r = e.getBoundingClientRect(); return {
+                id: e.id || e.className || e.tagName, text: e.textContent, button: e.tagName === 'BUTTON',
+                left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+                sw: e.scrollWidth, cw: e.clientWidth, vw: innerWidth, vh: innerHeight }; })"""
+    )
+    assert (boxes[0]["vw"], boxes[0]["vh"]) == (800, 480)
+    assert sum(b["button"] for b in boxes) >= 2, boxes
+    for b in boxes:
+        inside = b["left"] >= 0 and b["top"] >= 0 and b["right"] <= 800 and b["bottom"] <= 480
+        assert inside, b
+        # nothing in the header is cut short (the test's names fit without an ellipsis)
+        assert b["sw"] <= b["cw"], b
+
+
+# the daemon's English wording of refusals and decisions: never on the Indonesian screen
+DAEMON_ENGLISH = re.compile(
+    r"not on the list|roster|bundle|valid until|KPM is|presentation|liveness|score|below"
+)
 
 
 def _call(
@@ -143,6 +180,27 @@ def test_kiosk_screen_end_to_end(
         page.click("#check-btn")
         expect(page.locator("#message")).to_contain_text("Not a valid KPM ID")
         assert (w.count(RECORDS), w.count(OUTBOX)) == (0, 0)
+        _check_header(page)
+        snap("16-header-signed-in-en")
+
+        # the same refusals on the Indonesian screen: Indonesian only, no daemon English
+        page.click("#lang")
+        expect(page.locator("#message")).to_have_text("ID KPM tidak valid.")  # re-worded
+        _check_header(page)
+        page.fill("#kpm-id", "KPM-9999")
+        page.click("#check-btn")
+        expect(page.locator("#message")).to_have_text(
+            "Tidak berhak: KPM tidak ada di daftar kios ini."
+        )
+        assert not DAEMON_ENGLISH.search(page.text_content("#message") or "")
+        snap("17-header-signed-in-id-not-eligible")
+        page.fill("#kpm-id", "KPM-0003")
+        page.click("#check-btn")
+        expect(page.locator("#message")).to_contain_text("kedaluwarsa")
+        expect(page.locator("#message")).to_contain_text("2026-10-01")
+        assert not DAEMON_ENGLISH.search(page.text_content("#message") or "")
+        page.click("#lang")
+        expect(page.locator("#message")).to_contain_text("valid until 2026-10-01")
 
         # scan the KPM card's QR from the replayed frame
         w.feed.show(qr_frame("KPM-0001"))
@@ -166,6 +224,57 @@ def test_kiosk_screen_end_to_end(
         assert w.count("SELECT COUNT(*) FROM records WHERE decision = 'match'") == 1
         wait_for(lambda: _state(w)["waiting"] == 0, 60, "match record acked")
 
+        # a print of a listed KPM's face held up: spoof every time, never a match, each one
+        # an attempt; after the limit the manual screen warns of the override
+        # (the card scan also moves the camera past the last face: no stale frame in the burst)
+        page.click("#next-btn")
+        w.feed.show(qr_frame(SPOOF_KPM))
+        page.click("#scan-btn")
+        expect(page.locator("#capture-kpm")).to_have_text(SPOOF_KPM)
+        expect(page.locator("#guidance")).to_have_attribute("data-code", "no_face")
+        w.feed.show(attack_frame())
+        expect(page.locator("#guidance")).to_have_attribute("data-code", "ok")
+        for attempt in (1, 2, 3):
+            page.click("#verify-btn")
+            expect(page.locator("#decision")).to_have_attribute("data-decision", "spoof")
+            expect(page.locator("#result-attempts")).to_contain_text(f"{attempt} / 3")
+            if attempt == 1:
+                expect(page.locator("#decision")).to_contain_text("Face not detected as live")
+                expect(page.locator("#result-reason")).to_contain_text("photo or a phone screen")
+                expect(page.locator("#result-detail")).to_contain_text("0 of 2 frames live")
+                snap("18-spoof-en")
+                page.click("#lang")
+                expect(page.locator("#decision")).to_contain_text("Wajah tidak terdeteksi hidup")
+                expect(page.locator("#result-reason")).to_contain_text("foto atau layar")
+                expect(page.locator("#result-detail")).to_contain_text("0 dari 2 gambar hidup")
+                for part in ("#decision", "#result-reason", "#result-detail", "#result-attempts"):
+                    assert not DAEMON_ENGLISH.search(page.text_content(part) or ""), part
+                _check_header(page)
+                snap("19-spoof-id")
+                page.click("#lang")
+            if attempt < 3:
+                expect(page.locator("#manual-btn")).to_be_hidden()
+                page.click("#retry-btn")
+        spoofs = f"SELECT COUNT(*) FROM records WHERE kpm_id = '{SPOOF_KPM}' AND decision = ?"
+        assert w.count(spoofs.replace("?", "'spoof'")) == 3
+        assert w.count(spoofs.replace("?", "'match'")) == 0
+        page.click("#manual-btn")
+        expect(page.locator("#manual-spoof")).to_be_visible()
+        expect(page.locator("#manual-spoof")).to_contain_text("overriding a suspected")
+        page.fill("#manual-reason", "KTP checked, NIK matches, person present without photo")
+        snap("20-manual-after-spoof")
+        page.click("#manual-record")
+        expect(page.locator("#decision")).to_have_attribute("data-decision", "manual")
+        assert w.count(spoofs.replace("?", "'match'")) == 0
+        override = (
+            f"SELECT COUNT(*) FROM records WHERE kpm_id = '{SPOOF_KPM}' AND decision = 'manual'"
+            " AND json_extract(body, '$.reason') LIKE 'override after spoof (record %'"
+        )
+        assert w.count(override) == 1
+        # a KPM without a spoof gets no such warning (checked below on KPM-0002)
+        w.feed.show(face_ok)
+        wait_for(lambda: _state(w)["waiting"] == 0, 60, "spoof and manual records acked")
+
         # broker down: the offline banner; the HQ holds its acks from now on
         w.hq.ack = False
         w.broker.stop()
@@ -174,6 +283,7 @@ def test_kiosk_screen_end_to_end(
         expect(page.locator("#message")).to_contain_text("No QR code or barcode read")
         expect(page.locator("#offline-banner")).to_be_visible(timeout=30_000)
         expect(page.locator("#link")).to_have_text("Offline")
+        _check_header(page)
         snap("09-offline-banner")
 
         # a no-match, retried up to the limit, then the manual fallback (all while offline)
@@ -197,6 +307,7 @@ def test_kiosk_screen_end_to_end(
         _check_session_rules(w, page.evaluate("S.token"))
         page.click("#manual-btn")
         expect(page.locator("#screen-manual")).to_be_visible()
+        expect(page.locator("#manual-spoof")).to_be_hidden()
         page.fill("#manual-reason", "no")
         page.click("#manual-record")
         expect(page.locator("#message")).to_contain_text("at least 5")
@@ -205,15 +316,19 @@ def test_kiosk_screen_end_to_end(
         page.click("#manual-record")
         expect(page.locator("#decision")).to_have_attribute("data-decision", "manual")
         snap("13-manual-recorded")
-        assert w.count("SELECT COUNT(*) FROM records WHERE decision = 'manual'") == 1
+        manual_0002 = (
+            "SELECT COUNT(*) FROM records WHERE kpm_id = 'KPM-0002' AND decision = 'manual'"
+        )
+        assert w.count(manual_0002) == 1
         assert _state(w)["waiting"] == 4
 
         # broker back: records go out but HQ has not acked them yet -> syncing; then online
         w.broker.start()
         expect(page.locator("#link")).to_have_text("Syncing", timeout=60_000)
         expect(page.locator("#offline-banner")).to_be_hidden()
+        _check_header(page)
         snap("14-syncing")
-        wait_for(lambda: len(w.hq.ids()) >= 5, 60, "records delivered to HQ")
+        wait_for(lambda: len(w.hq.ids()) >= 9, 60, "records delivered to HQ")
         w.hq.ack = True
         expect(page.locator("#link")).to_have_text("Online", timeout=60_000)
         expect(page.locator("#waiting")).to_have_text("0")
@@ -235,7 +350,7 @@ def test_kiosk_screen_end_to_end(
         expect(page.locator("#signin-btn")).to_be_disabled()
         snap("15-error-signin-unavailable")
         assert w.proc.poll() is None
-        assert w.count(RECORDS) == 5
+        assert w.count(RECORDS) == 9  # match, 3 spoof + manual, 3 no_match + manual
         log_text = w.log.read_text(errors="replace")
         assert PIN not in re.sub(r"\d{5,}", "", log_text)  # no PIN in the journal
         assert "Traceback" not in log_text, w.log_tail()

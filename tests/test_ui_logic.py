@@ -235,3 +235,42 @@ def test_wheel_ships_the_screen(tmp_path: Path) -> None:
     for f in STATIC_DIR.iterdir():
         assert f"edge/ui/static/{f.name}" in names, f.name
     assert any(r.startswith("zxing-cpp") for r in wheels.requirements(wheel))
+
+
+def test_every_refusal_and_failed_check_is_worded_in_both_languages() -> None:
+    """The screen words refusals by reason_code and failed checks by decision, never with
+    the daemon's English: a new code in edge/eligibility.py without a translation fails."""
+    import re
+
+    from edge import eligibility
+    from edge.verification import FAILED_DECISIONS
+
+    texts = json.loads((STATIC_DIR / "i18n.json").read_text(encoding="utf-8"))
+    app = (STATIC_DIR / "app.js").read_text()
+    # every code the module defines, not only the tuple: a code left out of REASONS too
+    codes = {
+        v
+        for k, v in vars(eligibility).items()
+        if k.isupper() and isinstance(v, str) and re.fullmatch(r"[a-z ]+", v)
+    }
+    assert set(eligibility.REASONS) | {eligibility.ALREADY_SERVED} <= codes
+    assert 'replace(/ /g, "_")' in app  # reasonKey(): "rc_" + code with "_" for " "
+    for lang, words in texts.items():
+        for code in codes:
+            key = "rc_" + code.replace(" ", "_")
+            assert words.get(key, "").strip(), f"{lang}: no {key} for reason code {code!r}"
+        for decision in (*FAILED_DECISIONS, "not_eligible", "already_served"):
+            assert words.get(f"d_{decision}", "").strip(), f"{lang}: no d_{decision}"
+        for decision in FAILED_DECISIONS:
+            assert words.get(f"r_{decision}", "").strip(), f"{lang}: no r_{decision}"
+        assert words["r_poor_quality_liveness"].strip()
+    # the Indonesian texts carry no daemon English (a copy-paste from the API's reason)
+    daemon = re.compile(r"not on the list|roster|bundle|valid until|presentation|liveness|score")
+    for key, text in texts["id"].items():
+        assert not daemon.search(re.sub(r"\{\w+\}", "", text)), (key, text)
+    # placeholders are the same in both languages
+    for key in texts["id"]:
+        fields = [set(re.findall(r"\{(\w+)\}", texts[lang][key])) for lang in ("id", "en")]
+        assert fields[0] == fields[1], key
+    # the page never reads the daemon's English `reason` or `error` text
+    assert not re.findall(r"\.(?:reason|error)\b(?!_)", app.replace("result-reason", ""))

@@ -1,5 +1,5 @@
 """A real `edge run` for the kiosk-screen tests: replay camera on a FIFO whose frame the
-test switches (QR card, badge, face), real mosquitto + an HQ that acks on demand, gpsfake,
+test switches (QR card, badge, face, a printed photo held up), real mosquitto + an HQ that acks on demand, gpsfake,
 a signed roster with a current and an expired bundle, and an officers file.
 
 Reuses the daemon e2e pieces (NotifyListener, FifoFeed) and the MQTT/gpsd fixtures.
@@ -26,6 +26,7 @@ import segno
 from PIL import Image
 
 from edge.config import FaceConfig
+from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import device_id_for, init_device_key
 from edge.roster import encode_template, format_utc, parse_utc, sign_bundle
@@ -39,6 +40,19 @@ from tests.test_daemon_e2e import FACES, PLACE, TRACK, FifoFeed, NotifyListener
 from tests.uplink_support import mqtt_config
 
 PIN = "1234"
+PAD = REPO / "tests" / "data" / "pad"
+# KPM-0004's roster template is made from the face on the print itself (image_F1, the
+# upstream attack sample): face matching alone would say match, so only PAD stands between
+# the print and a handover
+SPOOF_KPM = "KPM-0004"
+SPOOF_PHOTO = PAD / "image_F1.jpg"
+
+
+def attack_frame() -> np.ndarray:
+    """What the camera sees when the print is held up (EXIF orientation 6 applied)."""
+    return load_image(SPOOF_PHOTO)
+
+
 OFFICERS = [
     ("officer-007", "Siti Rahma", "BADGE-7F3A9C"),
     ("officer-008", "Budi Santoso", None),
@@ -104,7 +118,7 @@ def _bundle(
     bundle_id: str,
     programme: str,
     period: str,
-    people: list[tuple[str, str]],
+    people: list[tuple[str, str | Path]],
     window: tuple[float, float],
 ) -> dict[str, Any]:
     return {
@@ -120,6 +134,7 @@ def _bundle(
                 "kpm_id": kpm,
                 "programme": programme,
                 "period": period,
+                # a bare name is one of the face fixtures; a path is taken as is
                 "templates": [encode_template(enroll_template(pipeline, [FACES / photo]))],
                 "place": PLACE,
             }
@@ -155,7 +170,11 @@ def ui_world(
         "ui-current",
         "sembako",
         "2026-11",
-        [("KPM-0001", "eileen_collins.jpg"), ("KPM-0002", "grace_hopper.jpg")],
+        [
+            ("KPM-0001", "eileen_collins.jpg"),
+            ("KPM-0002", "grace_hopper.jpg"),
+            (SPOOF_KPM, SPOOF_PHOTO),
+        ],
         (parse_utc("2026-11-01T00:00:00Z"), parse_utc("2026-12-01T00:00:00Z")),
     )
     expired = _bundle(

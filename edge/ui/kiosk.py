@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from edge.eligibility import check_eligibility
+from edge.roster import RosterEntry, format_utc
 from edge.ui.guidance import guidance_code
 from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers
 from edge.ui.scan import first_code
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 PREVIEW_WIDTH = 320
 CAMERA_WAIT_S = 0.5
 SCAN_FRAMES = 3
+# the daemon's verify errors, as keys the page translates
+VERIFY_ERROR_KEYS = {400: "bad_request", 503: "not_ready", 507: "outbox_full"}
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class KioskUi:
         )
         entry = elig.entry
         attempts = self._attempts.get((session.officer.id, kpm_id), 0)
+        # the screen words the refusal itself (in its language) from reason_code and these
+        # fields; `reason` is the daemon's English detail, for logs and the API
         return Reply(
             200,
             {
@@ -225,10 +230,27 @@ class KioskUi:
                 "reason_code": elig.code,
                 "programme": entry.programme if entry else None,
                 "period": entry.period if entry else None,
+                "valid_from": _utc(entry.valid_from) if entry else None,
+                "valid_until": _utc(entry.valid_until) if entry else None,
+                "served_at": elig.earlier.get("captured_at") if elig.earlier else None,
                 "attempts": attempts,
                 "max_attempts": d.cfg.ui.max_attempts,
+                "spoof_before": entry is not None and self._spoof_before(kpm_id, entry),
             },
         )
+
+    def _spoof_before(self, kpm_id: str, entry: RosterEntry) -> bool:
+        """Whether a face check of this KPM, programme and period ended `spoof`: a manual
+        handover then is recorded as overriding a suspected presentation attack (the same
+        rule as the verifier's), so the manual screen warns the officer."""
+        store = self.daemon.store
+        with store.lock:
+            row = store.conn.execute(
+                "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+                " AND decision = 'spoof' LIMIT 1",
+                (kpm_id, entry.programme, entry.period),
+            ).fetchone()
+        return row is not None
 
     def _frames(self, n: int) -> list[np.ndarray] | None:
         """n frames from the shared camera, or None while a verification holds it."""
@@ -304,7 +326,8 @@ class KioskUi:
             )
         code, answer = self.daemon.verify(request)
         if code != 200:
-            return Reply(code, {**answer, "error_key": "verify_failed"})
+            error_key = VERIFY_ERROR_KEYS.get(code, "verify_failed")
+            return Reply(code, {**answer, "error_key": error_key})
         with self.lock:
             if answer.get("decision") in FAILED_DECISIONS:
                 self._attempts[key] = self._attempts.get(key, 0) + 1
@@ -320,3 +343,7 @@ class KioskUi:
             }
         )
         return Reply(200, out)
+
+
+def _utc(t: float | None) -> str | None:
+    return None if t is None else format_utc(t)

@@ -2,19 +2,20 @@
 // keeps only the session token and the KPM id in memory (no faces, no embeddings).
 "use strict";
 
-const REASON_KEYS = {
-  "not on the list": "e_not_listed", "other programme": "e_other_programme",
-  "other period": "e_other_period", "roster expired": "e_roster_expired",
-  "roster not yet valid": "e_roster_not_yet_valid", "already served": "e_already_served",
-};
-// errors whose translation says it all; others get the daemon's detail appended
-const SELF_EXPLAINED = ["wrong_pin", "locked", "network", "no_code", "camera_busy", "signed_out",
-  "attempts_used", "unknown_badge"];
+// Every text the officer reads comes from i18n.json in the screen's language: refusals by
+// their reason_code, failed checks by their decision, errors by their error_key. The
+// daemon's English `reason`/`error` is never shown (it stays in the API and the logs).
 const S = { lang: "id", texts: {}, token: null, officer: null, kpm: null, maxAttempts: 3,
-  screen: "signin", timers: [] };
+  screen: "signin", timers: [], msg: null, result: null, signinError: null };
 
 const $ = (id) => document.getElementById(id);
+const has = (key) => Boolean(S.texts[S.lang] && S.texts[S.lang][key]);
 const t = (key) => (S.texts[S.lang] && S.texts[S.lang][key]) || key;
+// a text with {name} fields filled in
+const fmt = (key, vars) => t(key).replace(/\{(\w+)\}/g, (m, n) => (vars[n] === undefined || vars[n] === null ? "–" : String(vars[n])));
+// "not on the list" -> "rc_not_on_the_list" (edge/eligibility.py's codes; tests check them all)
+const reasonKey = (code) => "rc_" + String(code).replace(/ /g, "_");
+const num = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
 
 async function api(method, path, body) {
   const headers = {};
@@ -37,8 +38,8 @@ function translate() {
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   const g = $("guidance");
   g.textContent = t("g_" + g.dataset.code);
-  const d = $("decision");
-  if (d.dataset.decision) d.textContent = t("d_" + d.dataset.decision);
+  if (S.result) renderResult();
+  if (S.msg) say(S.msg.render, S.msg.isError);
 }
 
 function show(name) {
@@ -51,25 +52,53 @@ function show(name) {
   if (name === "identify") startPreview($("scan-preview"), false);
 }
 
-function say(text, isError) {
+// render: a function giving the text in the current language (called again when the
+// language changes), or "" to clear
+function say(render, isError) {
   const m = $("message");
+  const text = typeof render === "function" ? render() : render;
+  S.msg = text ? { render, isError } : null;
   m.textContent = text;
   m.className = "message" + (isError ? " error" : "");
   m.hidden = !text;
 }
 
-function errorText(body) {
-  const key = body.error_key ? "e_" + body.error_key : "e_other";
-  let text = S.texts[S.lang][key] ? t(key) : t("e_other");
+function errorText(r) {
+  const body = r.body;
+  const key = "e_" + body.error_key;
+  let text = body.error_key && has(key) ? t(key) : fmt("e_other", { code: r.code });
   if (body.attempts_left !== undefined && body.attempts_left !== null) text += " (" + t("attempts_left") + ": " + body.attempts_left + ")";
   if (body.locked_for_s) text += " (" + Math.round(body.locked_for_s) + " " + t("seconds") + ")";
-  if (body.error && !SELF_EXPLAINED.includes(body.error_key)) text += " — " + body.error;
   return text;
 }
+const sayError = (r) => say(() => errorText(r), true);
 
-function reasonText(code, reason) {
-  const key = REASON_KEYS[code];
-  return (key ? t(key) + " — " : "") + (reason || "");
+// a refusal before any capture (not_eligible, already_served), from its reason_code
+// "2026-10-01T00:00:00Z" -> "2026-10-01 00:00 UTC"
+const utc = (iso) => (iso ? String(iso).replace(/^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?Z$/, "$1 $2 UTC") : iso);
+
+function refusalText(k) {
+  const key = reasonKey(k.reason_code);
+  const vars = { valid_from: utc(k.valid_from), valid_until: utc(k.valid_until), served_at: utc(k.served_at) };
+  const why = k.reason_code && has(key) ? fmt(key, vars) : "";
+  return t("d_" + k.decision) + (why ? ": " + why : "");
+}
+
+// what the officer should do after a failed face check, by decision
+function adviceText(a) {
+  if (a.decision === "poor_quality" && a.liveness) return t("r_poor_quality_liveness");
+  return has("r_" + a.decision) ? t("r_" + a.decision) : "";
+}
+
+// the numbers behind a face decision, worded in the screen's language
+function detailText(a) {
+  const parts = [];
+  if (typeof a.score === "number") parts.push(fmt("detail_score", { score: num(a.score), threshold: num(a.threshold) }));
+  const lv = a.liveness;
+  if (lv && typeof lv.score === "number") {
+    parts.push(fmt("detail_liveness", { score: num(lv.score), threshold: num(lv.threshold), live: lv.frames_live, judged: lv.frames_judged }));
+  }
+  return parts.join("; ");
 }
 
 // -- always-visible bar --------------------------------------------------------
@@ -87,7 +116,9 @@ async function refreshState() {
     ? s.serving.map((p) => p.programme.toUpperCase() + " " + p.period).join(", ") : t("serving_none");
   const off = $("signin-unavailable");
   off.hidden = s.signin_available;
-  off.textContent = s.signin_available ? "" : t("signin_unavailable") + " (" + s.signin_error + ")";
+  // the daemon's error starts with the file's path: name the file, not the English detail
+  const file = s.signin_error ? String(s.signin_error).split(": ")[0] : "";
+  off.textContent = s.signin_available ? "" : fmt("signin_unavailable", { file });
   $("signin-btn").disabled = !s.signin_available;
   $("badge-btn").disabled = !s.signin_available;
 }
@@ -96,7 +127,9 @@ async function refreshState() {
 function signedIn(body) {
   S.token = body.token;
   S.officer = body;
-  $("officer").textContent = body.name + " (" + body.officer_id + ")";
+  $("officer-name").textContent = body.name;
+  $("officer-code").textContent = body.officer_id;
+  $("officer").hidden = false;
   $("signout").hidden = false;
   $("pin").value = "";
   say("", false);
@@ -105,21 +138,22 @@ function signedIn(body) {
 
 function signedOut() {
   S.token = null; S.officer = null; S.kpm = null;
-  $("officer").textContent = ""; $("signout").hidden = true;
+  $("officer-name").textContent = ""; $("officer-code").textContent = "";
+  $("officer").hidden = true; $("signout").hidden = true;
   show("signin");
-  say(t("e_signed_out"), true);
+  say(() => t("e_signed_out"), true);
 }
 
 async function signIn() {
   const r = await api("POST", "/v1/session", { officer_id: $("officer-id").value.trim(), pin: $("pin").value });
-  if (r.code === 200) signedIn(r.body); else { $("pin").value = ""; say(errorText(r.body), true); }
+  if (r.code === 200) signedIn(r.body); else { $("pin").value = ""; sayError(r); }
 }
 
 async function badge() {
   const r = await api("POST", "/v1/scan", {});
-  if (r.code !== 200) { say(errorText(r.body), true); return; }
+  if (r.code !== 200) { sayError(r); return; }
   const s = await api("POST", "/v1/session", { badge: r.body.code });
-  if (s.code === 200) signedIn(s.body); else say(errorText(s.body), true);
+  if (s.code === 200) signedIn(s.body); else sayError(s);
 }
 
 async function signOut() {
@@ -132,6 +166,7 @@ async function signOut() {
 // -- identify the KPM -------------------------------------------------------------
 function toIdentify() {
   S.kpm = null;
+  S.result = null;
   $("kpm-id").value = "";
   show("identify");
 }
@@ -139,8 +174,9 @@ function toIdentify() {
 async function scanCard() {
   say("", false);
   const r = await api("POST", "/v1/scan", {});
-  if (r.code !== 200) { say(errorText(r.body), true); return; }
-  if (!r.body.kpm_id) { say(t("e_bad_kpm_id") + " — " + r.body.code, true); return; }
+  if (r.code !== 200) { sayError(r); return; }
+  const code = r.body.code;
+  if (!r.body.kpm_id) { say(() => t("e_bad_kpm_id") + " — " + code, true); return; }
   $("kpm-id").value = r.body.kpm_id;
   await check(r.body.kpm_id);
 }
@@ -148,11 +184,11 @@ async function scanCard() {
 async function check(kpmId) {
   say("", false);
   const id = (kpmId || $("kpm-id").value).trim();
-  if (!id) { say(t("e_bad_kpm_id"), true); return; }
+  if (!id) { say(() => t("e_bad_kpm_id"), true); return; }
   const r = await api("GET", "/v1/kpm/" + encodeURIComponent(id));
-  if (r.code !== 200) { say(errorText(r.body), true); return; }
+  if (r.code !== 200) { sayError(r); return; }
   const k = r.body;
-  if (!k.eligible) { say(t("d_" + k.decision) + ": " + reasonText(k.reason_code, k.reason), true); return; }
+  if (!k.eligible) { say(() => refusalText(k), true); return; }
   S.kpm = k;
   toCapture();
 }
@@ -163,6 +199,8 @@ function toCapture() {
   $("capture-kpm").textContent = k.kpm_id;
   $("capture-prog").textContent = (k.programme || "").toUpperCase() + " " + (k.period || "");
   $("capture-attempts").textContent = k.attempts + " / " + k.max_attempts;
+  // no "ok" left over from the previous KPM until the detector has seen this frame
+  const g = $("guidance"); g.dataset.code = "no_face"; g.textContent = t("g_no_face");
   show("capture");
 }
 
@@ -203,37 +241,53 @@ async function verify(manualReason) {
   btn.disabled = false;
   if (r.code !== 200) {
     if (r.body.manual_allowed) toManual();
-    say(errorText(r.body), true);
+    sayError(r);
     return;
   }
   showResult(r.body);
 }
 
+const FAILED = ["no_match", "spoof", "no_face", "poor_quality"];  // edge/verification.py
+
 function showResult(a) {
   S.kpm.attempts = a.attempts;
+  if (a.decision === "spoof") S.kpm.spoof_before = true;
+  S.result = a;
+  renderResult();
+  show("result");
+}
+
+function renderResult() {
+  const a = S.result;
   $("result-kpm").textContent = a.kpm_id;
   $("result-prog").textContent = (a.programme || "").toUpperCase() + " " + (a.period || "");
   const d = $("decision");
   d.dataset.decision = a.decision;
   d.textContent = t("d_" + a.decision);
-  const failed = ["no_match", "no_face", "poor_quality"].includes(a.decision);
-  $("result-reason").textContent = a.decision === "match" ? "" : reasonText(a.reason_code, a.reason);
+  const failed = FAILED.includes(a.decision);
+  let advice = "";
+  if (failed) advice = adviceText(a);
+  else if (a.decision !== "match" && a.decision !== "manual") advice = refusalText(a);
+  $("result-reason").textContent = advice;
+  $("result-reason").dataset.decision = a.decision;
+  $("result-detail").textContent = failed ? detailText(a) : "";
   const left = Math.max(0, a.max_attempts - a.attempts);
   $("result-attempts").textContent = failed ? t("attempts") + ": " + a.attempts + " / " + a.max_attempts + " (" + left + " " + t("attempts_left") + ")" : "";
   $("retry-btn").hidden = !failed || a.manual_allowed;
   $("manual-btn").hidden = !(failed && a.manual_allowed);
-  show("result");
 }
 
 function toManual() {
   $("manual-kpm").textContent = S.kpm.kpm_id;
   $("manual-reason").value = "";
+  // the daemon records this handover as "override after spoof": say so before it happens
+  $("manual-spoof").hidden = !S.kpm.spoof_before;
   show("manual");
 }
 
 function recordManual() {
   const reason = $("manual-reason").value.trim();
-  if (reason.length < 5) { say(t("e_bad_reason"), true); return; }
+  if (reason.length < 5) { say(() => t("e_bad_reason"), true); return; }
   verify(reason);
 }
 
