@@ -74,7 +74,9 @@ def run(data: Path, per_subject: int, work: Path) -> dict[str, Any]:
             (photos / kpm / enrol.name).symlink_to(enrol)  # the photo stays in pad-dev
             rows.append(f"{kpm},sembako,{period},,,")
         plan += [("attack", kpms[0], p) for p in _spread(attacks, per_subject)]
-        plan += [("bona_fide", k, p) for k, p in zip(kpms[1:], _spread(rest, per_subject), strict=True)]
+        plan += [
+            ("bona_fide", k, p) for k, p in zip(kpms[1:], _spread(rest, per_subject), strict=True)
+        ]
     csv = work / "kpm.csv"
     csv.write_text("\n".join(rows) + "\n")
     bundle = work / "roster.json"
