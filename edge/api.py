@@ -35,7 +35,10 @@ STATIC_TYPES = {
     ".json": "application/json",
     ".svg": "image/svg+xml",
 }
-UI_PATHS = ("/v1/session", "/v1/kpm/", "/v1/scan", "/v1/preview.jpg", "/v1/guidance", "/v1/ui/")
+UI_PATHS = (
+    "/v1/session", "/v1/kpm/", "/v1/scan", "/v1/preview.jpg", "/v1/guidance", "/v1/progress",
+    "/v1/ui/",
+)  # fmt: skip
 
 
 class ApiBackend(Protocol):

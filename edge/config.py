@@ -105,7 +105,11 @@ class LivenessConfig:
     threshold: float = field(default=0.377, metadata=_rng(0.0, 1.0))
     min_live_frames: int = field(default=2, metadata=_rng(1, 60))
     min_live_fraction: float = field(default=0.5, metadata=_rng(0.0, 1.0))
-    challenge: str = field(default="off", metadata=_choices("off"))
+    # active challenge before the burst: "turn" asks for a head turn left and right in a
+    # random order (edge/infer/challenge.py); "off" relies on the passive models alone
+    challenge: str = field(default="off", metadata=_choices("off", "turn"))
+    challenge_s: float = field(default=10.0, metadata=_rng(3.0, 60.0))
+    challenge_turn: float = field(default=0.35, metadata=_rng(0.15, 0.8))
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,10 @@ def _cross_checks(cfg: Config) -> None:
             "liveness.min_live_frames",
             f"expected at most face.burst_frames ({cfg.face.burst_frames}): a burst could"
             " never be judged live",
+        )
+    if cfg.liveness.challenge != "off" and not cfg.liveness.enabled:
+        raise ConfigError(
+            path, "liveness.challenge", 'expected "off" when liveness.enabled is false'
         )
     if cfg.gps.reconnect_min_s > cfg.gps.reconnect_max_s:
         raise ConfigError(path, "gps.reconnect_min_s", "expected at most gps.reconnect_max_s")

@@ -94,6 +94,7 @@ class Daemon:
             device_id=self.device_id,
             hq_box_key=hq_box,
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
+            challenge=parts.challenge(self._camera_lock),
         )
 
     def serve(self) -> int:

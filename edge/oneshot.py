@@ -56,6 +56,7 @@ def verify_once(cfg: Config, request: dict[str, Any], image: Path | None) -> dic
                 else None
             ),
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
+            challenge=parts.challenge(),
         )
         try:
             return verifier.verify(req)

@@ -10,7 +10,10 @@ did not change.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from edge.capture import Camera, open_camera
@@ -20,6 +23,7 @@ from edge.capture.geotag import where as geotag_where
 from edge.capture.gps import GpsReader
 from edge.config import Config
 from edge.health import Health
+from edge.infer.challenge import ChallengeLimits, plan_challenge, run_challenge
 from edge.infer.pipeline import FacePipeline
 from edge.keys import verify_key_from_b64
 from edge.store import Store
@@ -105,6 +109,37 @@ class Parts:
             },
             "model": self.pipeline.describe(),
         }
+
+    def challenge(
+        self, lock: AbstractContextManager[Any] | threading.Lock | None = None
+    ) -> Callable[[Callable[[str | None, int, float], None]], dict[str, Any]] | None:
+        """The active liveness challenge as the verification flow calls it, or None (off).
+
+        It holds the camera (under `lock`) while it samples the subject's head pose.
+        """
+        live = self.cfg.liveness
+        if live.challenge == "off" or self.pipeline.liveness is None:
+            return None
+        limits = ChallengeLimits(turn_yaw=live.challenge_turn, time_limit_s=live.challenge_s)
+        pipeline, camera = self.pipeline, self.camera
+
+        def run(on_step: Callable[[str | None, int, float], None]) -> dict[str, Any]:
+            steps = plan_challenge(live.challenge)
+            with lock if lock is not None else nullcontext():
+                tracker = run_challenge(
+                    steps,
+                    lambda: pipeline.pose(camera.burst(1)[0].rgb),
+                    limits=limits,
+                    on_step=on_step,
+                )
+            log.info("liveness challenge %s: %s", "passed" if tracker.passed else "failed", steps)
+            return {
+                **tracker.summary(),
+                "threshold": pipeline.liveness_policy.threshold,
+                "models": list(pipeline.liveness.sha256s) if pipeline.liveness else [],
+            }
+
+        return run
 
     def uplink_extra(self) -> dict[str, Any]:
         """What the retained MQTT status carries besides the outbox figures."""

@@ -248,7 +248,10 @@ _FIELDS_V1 = (
     "officer_id", "decision", "reason", "score", "threshold", "model", "captured_at",
     "clock", "geo", "geofence", "frames_used", "evidence",
 )  # fmt: skip
-_LIVENESS_KEYS = {"score", "threshold", "frames_judged", "frames_live", "needed", "models"}
+_LIVENESS_KEYS = {
+    "score", "threshold", "frames_judged", "frames_live", "needed", "models", "challenge",
+}  # fmt: skip
+_CHALLENGE_KEYS = {"kind", "steps", "passed", "reason"}
 
 
 def _count(x: Any) -> bool:
@@ -281,14 +284,29 @@ def check_liveness(lv: Any, decision: str) -> None:
         and all(isinstance(m, str) and _HEX64.match(m) for m in models),
         "liveness.models: expected a list of sha256",
     )
+    ch = lv["challenge"]
+    if ch is not None:
+        _need(isinstance(ch, dict) and set(ch) == _CHALLENGE_KEYS, "liveness.challenge: keys")
+        _need(ch["kind"] == "turn", "liveness.challenge.kind: expected turn")
+        _need(
+            isinstance(ch["steps"], list) and all(x in ("left", "right") for x in ch["steps"]),
+            "liveness.challenge.steps: expected left/right",
+        )
+        _need(isinstance(ch["passed"], bool), "liveness.challenge.passed: expected a boolean")
+        _need(ch["reason"] is None or isinstance(ch["reason"], str), "liveness.challenge.reason")
+    challenge_failed = ch is not None and not ch["passed"]
     score = lv["score"]
     if decision == "spoof":
-        _need(score is not None and score < lv["threshold"], "liveness: spoof with a live score")
+        _need(
+            challenge_failed or (score is not None and score < lv["threshold"]),
+            "liveness: spoof with a live score",
+        )
     if decision == "match":
         _need(
             score is not None and score >= lv["threshold"],
             "liveness: match with a score below the liveness threshold",
         )
+        _need(not challenge_failed, "liveness: match after a failed challenge")
 
 
 def check_signature(record: Mapping[str, Any], verify_key: VerifyKey) -> None:

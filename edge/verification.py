@@ -84,6 +84,10 @@ class Geotag:
 
 
 Where = Callable[[dict[str, Any] | None], tuple[dict[str, Any] | None, str]]
+# on_step(step, index, seconds_left) -> the challenge's summary: {kind, steps, passed,
+# reason} plus the liveness "threshold" and PAD "models" (for a failed challenge's record)
+OnStep = Callable[[str | None, int, float], None]
+Challenge = Callable[[OnStep], dict[str, Any]]
 When = Callable[[], tuple[float, str]]
 Burst = Callable[[int], list[np.ndarray]]
 
@@ -112,6 +116,7 @@ class Verifier:
         device_id: str,
         hq_box_key: PublicKey | None,
         limits: OutboxLimits | None,
+        challenge: Challenge | None = None,
     ) -> None:
         self.store = store
         self.decider = decider
@@ -123,7 +128,23 @@ class Verifier:
         self.device_id = device_id
         self.hq_box_key = hq_box_key
         self.limits = limits
+        self.challenge = challenge
         self.lock = threading.Lock()
+        self._progress_lock = threading.Lock()
+        self._progress: dict[str, Any] = {"challenge": None}
+
+    def progress(self) -> dict[str, Any]:
+        """What the screen should ask for right now (the active challenge's step)."""
+        with self._progress_lock:
+            return dict(self._progress)
+
+    def _on_step(self, step: str | None, index: int, seconds_left: float) -> None:
+        with self._progress_lock:
+            self._progress["challenge"] = (
+                None
+                if step is None
+                else {"step": step, "index": index, "seconds_left": round(seconds_left, 1)}
+            )
 
     def verify(self, req: Request) -> dict[str, Any]:
         """Decide and commit; returns the answer. Raises OutboxFull when nothing may be stored."""
@@ -169,6 +190,18 @@ class Verifier:
             if spoof is not None:
                 # HQ must see that the officer overrode a suspected presentation attack
                 reason = f"override after spoof (record {spoof}): {reason}"
+        elif (summary := self._run_challenge()) is not None and not summary["passed"]:
+            decision = "spoof"
+            reason = f"liveness challenge failed: {summary['reason']}"
+            liveness = {
+                "score": None,
+                "threshold": summary["threshold"],
+                "frames_judged": 0,
+                "frames_live": 0,
+                "needed": 0,
+                "models": list(summary["models"]),
+                "challenge": _challenge_part(summary),
+            }
         else:
             assert entry is not None
             frames = self.burst(self.burst_frames)
@@ -183,6 +216,8 @@ class Verifier:
             embedding = getattr(result, "embedding", None)
             liveness_record = getattr(result, "liveness_record", None)
             liveness = liveness_record() if callable(liveness_record) else None
+            if liveness is not None and summary is not None:
+                liveness["challenge"] = _challenge_part(summary)
             if self.hq_box_key is not None and crop is not None and embedding is not None:
                 evidence = seal_evidence(
                     Evidence(crop_jpeg(crop), np.asarray(embedding, dtype="<f4").tobytes()),
@@ -240,6 +275,15 @@ class Verifier:
             "liveness": _liveness_answer(liveness),
         }
 
+    def _run_challenge(self) -> dict[str, Any] | None:
+        """The active challenge, if configured; the screen follows it through progress()."""
+        if self.challenge is None:
+            return None
+        try:
+            return self.challenge(self._on_step)
+        finally:
+            self._on_step(None, 0, 0.0)
+
     def _override(self, entry: RosterEntry, earlier: Mapping[str, Any], manual_reason: str) -> str:
         """A manual handover over an earlier one: only after the refusal was recorded.
 
@@ -278,11 +322,18 @@ class Verifier:
         return None if row is None else str(row[0])
 
 
+def _challenge_part(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("kind", "steps", "passed", "reason")}
+
+
 def _liveness_answer(liveness: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What the API tells the screen about PAD: score, threshold, frame counts (no hashes)."""
     if liveness is None:
         return None
-    return {k: liveness[k] for k in ("score", "threshold", "frames_live", "frames_judged")}
+    out = {k: liveness[k] for k in ("score", "threshold", "frames_live", "frames_judged")}
+    ch = liveness.get("challenge")
+    out["challenge"] = None if ch is None else {"passed": ch["passed"], "steps": ch["steps"]}
+    return out
 
 
 __all__ = ["BadRequest", "OutboxFull", "Request", "Verifier", "parse_request"]

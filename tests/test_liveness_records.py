@@ -39,6 +39,7 @@ def liveness(score: float | None, threshold: float = 0.377) -> dict[str, Any]:
         "frames_live": 0,
         "needed": 2,
         "models": PAD_SHAS,
+        "challenge": None,
     }
 
 
@@ -65,6 +66,20 @@ def test_a_spoof_record_carries_its_liveness_and_verifies():
         ("match", {**liveness(0.9), "models": ["nothex"]}, "liveness.models"),
         ("match", {**liveness(0.9), "score": 1.5}, "liveness.score"),
         ("no_match", {**liveness(0.9), "extra": 1}, "liveness: expected keys"),
+        (
+            "match",
+            {
+                **liveness(0.9),
+                "challenge": {
+                    "kind": "turn",
+                    "steps": ["left", "right"],
+                    "passed": False,
+                    "reason": "timeout",
+                },
+            },
+            "match after a failed challenge",
+        ),
+        ("no_match", {**liveness(0.9), "challenge": {"kind": "blink"}}, "challenge: keys"),
     ],
 )
 def test_inconsistent_liveness_is_refused(decision, lv, message):
@@ -110,6 +125,7 @@ def test_spoof_is_recorded_counts_as_failed_and_never_serves(tmp_path: Path):
         "threshold": 0.377,
         "frames_live": 0,
         "frames_judged": 3,
+        "challenge": None,
     }
     assert store.served_by("KPM-1", "sembako", "2026-11") is None
     [rec] = list(store.iter_records())
@@ -179,3 +195,16 @@ def test_hq_accepts_spoof_records_and_counts_spoofs_and_overrides(tmp_path: Path
     assert period["decisions"] == {"manual": 1, "spoof": 1}
     assert period["match_without_liveness"] == 0
     assert json.loads(json.dumps(period)) == period  # plain JSON for `edge hq report --json`
+
+
+def test_a_challenge_needs_liveness_on(tmp_path):
+    from edge.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="liveness.challenge"):
+        parse_config({"liveness": {"enabled": False, "challenge": "turn"},
+                      "mqtt": {"enabled": False}})  # fmt: skip
+    with pytest.raises(ConfigError, match="liveness.min_live_frames"):
+        parse_config({"face": {"burst_frames": 1, "min_good_frames": 1},
+                      "mqtt": {"enabled": False}})  # fmt: skip
+    cfg = parse_config({"liveness": {"challenge": "turn"}, "mqtt": {"enabled": False}})
+    assert cfg.liveness.challenge == "turn" and cfg.liveness.challenge_turn == 0.35

@@ -33,6 +33,7 @@ class LivenessRule:
             "frames_live": self.frames_live,
             "needed": self.needed,
             "models": list(models),
+            "challenge": None,  # the verification flow adds the active challenge's summary
         }
 
 

@@ -23,7 +23,7 @@ from edge.infer.liveness import LivenessRule, decide_liveness
 from edge.infer.manifest import Manifest, load_manifest
 from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
 from edge.infer.pad import LivenessModel
-from edge.infer.quality import Quality, QualityLimits, gate, measure
+from edge.infer.quality import Quality, QualityLimits, gate, measure, pose_from_landmarks
 from edge.infer.runtime import TFLiteModel
 from edge.infer.yunet import Detection, pick_subject
 
@@ -181,6 +181,17 @@ class FacePipeline:
         live = self.liveness.score(frame, subject.box) if self.liveness is not None else None
         emb = self.embedder.embed(crop) if embed else None
         return FaceResult("ok", None, crop, emb, q, subject, faces=len(faces), liveness=live)
+
+    def pose(self, frame: np.ndarray) -> tuple[float, float, float, float] | None:
+        """The subject's yaw and box (centre x, centre y, size), or None: the challenge's
+        per-frame measure (detector only, a few ms)."""
+        check_frame(frame)
+        subject = pick_subject(self.detector.detect(frame), (frame.shape[0], frame.shape[1]))
+        if subject is None:
+            return None
+        yaw, _roll = pose_from_landmarks(subject.landmarks)
+        x, y, w, h = subject.box
+        return yaw, x + w / 2, y + h / 2, subject.size
 
     def verify_burst(
         self, frames: Sequence[np.ndarray], references: Sequence[np.ndarray]

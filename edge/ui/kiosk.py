@@ -109,6 +109,7 @@ class KioskUi:
                 token, self.preview, touch=False
             ),
             ("GET", "/v1/guidance"): lambda: self._with_session(token, self.guidance, touch=False),
+            ("GET", "/v1/progress"): lambda: self._with_session(token, self.progress, touch=False),
             ("POST", "/v1/verify"): lambda: self._with_session(
                 token, lambda s: self.verify(s, body)
             ),
@@ -302,6 +303,13 @@ class KioskUi:
         finally:
             verifier.lock.release()
         return Reply(200, {"guidance": guidance_code(result.status, result.reason)})
+
+    def progress(self, _session: Session) -> Reply:
+        """What a running verification asks of the recipient now (the challenge's step)."""
+        verifier = self.daemon.verifier
+        if verifier is None:
+            return _err(503, "not_ready", f"daemon is {self.daemon.state}")
+        return Reply(200, verifier.progress())
 
     def verify(self, session: Session, body: dict[str, Any]) -> Reply:
         """A face check or manual handover; the officer comes from the session."""

@@ -6,7 +6,7 @@
 // their reason_code, failed checks by their decision, errors by their error_key. The
 // daemon's English `reason`/`error` is never shown (it stays in the API and the logs).
 const S = { lang: "id", texts: {}, token: null, officer: null, kpm: null, maxAttempts: 3,
-  screen: "signin", timers: [], msg: null, result: null, signinError: null };
+  screen: "signin", timers: [], msg: null, result: null, signinError: null, challenging: false };
 
 const $ = (id) => document.getElementById(id);
 const has = (key) => Boolean(S.texts[S.lang] && S.texts[S.lang][key]);
@@ -220,7 +220,7 @@ function startPreview(img, withGuidance) {
       .catch(() => {}).finally(() => { loading = false; });
   };
   const guide = async () => {
-    if (S.screen !== "capture") return;
+    if (S.screen !== "capture" || S.challenging) return;
     const r = await api("GET", "/v1/guidance");
     if (r.code === 200) { const g = $("guidance"); g.dataset.code = r.body.guidance; g.textContent = t("g_" + r.body.guidance); }
   };
@@ -237,7 +237,10 @@ async function verify(manualReason) {
   say("", false);
   const body = { kpm_id: S.kpm.kpm_id };
   if (manualReason) body.manual_reason = manualReason;
-  const r = await api("POST", "/v1/verify", body);
+  const poll = manualReason ? null : setInterval(challengeStep, 300);
+  let r;
+  try { r = await api("POST", "/v1/verify", body); }
+  finally { if (poll) clearInterval(poll); S.challenging = false; }
   btn.disabled = false;
   if (r.code !== 200) {
     if (r.body.manual_allowed) toManual();
@@ -245,6 +248,18 @@ async function verify(manualReason) {
     return;
   }
   showResult(r.body);
+}
+
+// The active liveness challenge ([liveness] challenge = "turn"): while the daemon runs it,
+// show the step it asks for (in the screen's language) where the guidance goes.
+async function challengeStep() {
+  const r = await api("GET", "/v1/progress");
+  const c = r.code === 200 ? r.body.challenge : null;
+  if (!c) return;
+  S.challenging = true;
+  const g = $("guidance");
+  g.dataset.code = "challenge";
+  g.textContent = t("ch_" + c.step) + " (" + Math.max(0, Math.round(c.seconds_left)) + " s)";
 }
 
 const FAILED = ["no_match", "spoof", "no_face", "poor_quality"];  // edge/verification.py
