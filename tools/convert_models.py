@@ -161,7 +161,10 @@ def dequantize_model(src: Path, dst: Path, input_hw: int | None = None) -> None:
     onnx.save(model, str(dst))
 
 
-def onnx_to_saved_model(onnx_path: Path, out: Path) -> None:
+def onnx_to_saved_model(
+    onnx_path: Path, out: Path, keep_nhwc_inputs: list[str] | None = None
+) -> None:
+    """onnx2tf -> SavedModel; inputs named in keep_nhwc_inputs are already NHWC (kept)."""
     import onnx2tf
 
     # onnx2tf downloads a calibration sample on every run unless this file is in its cwd.
@@ -174,6 +177,7 @@ def onnx_to_saved_model(onnx_path: Path, out: Path) -> None:
             output_folder_path=str(out),
             output_signaturedefs=True,
             copy_onnx_input_output_names_to_tflite=True,
+            keep_nwc_or_nhwc_or_ndhwc_input_names=keep_nhwc_inputs,
             non_verbose=True,
         )
     finally:

@@ -25,7 +25,7 @@ Steps, all deterministic:
 6. write the .tflite files and merge the roles pad_v2 / pad_v1se into models.json
    (the other entries are left as they are).
 
-Usage: /work/convert-venv/bin/python tools/convert_pad.py [--src DIR] [--variants-dir DIR]
+Usage: /work/convert-venv/bin/python -m tools.convert_pad [--src DIR] [--variants-dir DIR]
   --variants-dir also writes the int8 dynamic-range variants there (measured by
   tools/check_pad_conversion.py, not shipped: see MODEL_CARD.md).
 """
@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from tools.convert_models import io_spec, onnx_to_saved_model, sha256_file, to_tflite
+
 UPSTREAM_REPO = "minivision-ai/Silent-Face-Anti-Spoofing"
 UPSTREAM_COMMIT = "b6d5f04ad78778917853b25c778acef6d5626d15"
 LICENCE = "Apache-2.0 (minivision-ai/Silent-Face-Anti-Spoofing)"
@@ -55,7 +55,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 OPSET = 13
 REAL_INDEX = 1
-CALIB_NPY = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 # role -> source weights and output file; scale/size/type are re-derived from the file name
 MODELS: dict[str, dict[str, Any]] = {
@@ -74,14 +73,6 @@ MODELS: dict[str, dict[str, Any]] = {
         "scale": 4.0,
     },
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_module(name: str, path: Path) -> ModuleType:
@@ -179,50 +170,6 @@ def export_onnx(src: Path, role: str, dst: Path) -> None:
     print(f"{role}: ONNX vs PyTorch max |logit diff| {diff:.2e}", flush=True)
 
 
-def onnx_to_saved_model(onnx_path: Path, out: Path) -> None:
-    import onnx2tf
-
-    # onnx2tf downloads a calibration sample on every run unless this file is in its cwd.
-    np.save(out.parent / CALIB_NPY, np.zeros((20, 128, 128, 3), np.float32))
-    cwd = Path.cwd()
-    os.chdir(out.parent)
-    try:
-        onnx2tf.convert(
-            input_onnx_file_path=str(onnx_path),
-            output_folder_path=str(out),
-            output_signaturedefs=True,
-            copy_onnx_input_output_names_to_tflite=True,
-            keep_nwc_or_nhwc_or_ndhwc_input_names=[INPUT_NAME],  # already NHWC: keep it
-            non_verbose=True,
-        )
-    finally:
-        os.chdir(cwd)
-
-
-def to_tflite(saved_model: Path, dst: Path, mode: str) -> None:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if mode == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif mode != "fp32":
-        raise ValueError(mode)
-    dst.write_bytes(conv.convert())
-
-
-def io_spec(path: Path) -> dict[str, Any]:
-    import tensorflow as tf
-
-    interp = tf.lite.Interpreter(model_path=str(path))
-    runner = interp.get_signature_runner()
-    ins = runner.get_input_details()
-    outs = runner.get_output_details()
-    return {
-        "inputs": {k: [int(d) for d in v["shape"]] for k, v in ins.items()},
-        "outputs": {k: [int(d) for d in v["shape"]] for k, v in outs.items()},
-    }
-
-
 def manifest_entry(src: Path, role: str, path: Path) -> dict[str, Any]:
     m = MODELS[role]
     info = model_info(src, role)
@@ -285,7 +232,7 @@ def main() -> int:
         export_onnx(args.src, role, onnx_path)
         sm = work / f"{role}_saved_model"
         shutil.rmtree(sm, ignore_errors=True)
-        onnx_to_saved_model(onnx_path, sm)
+        onnx_to_saved_model(onnx_path, sm, keep_nhwc_inputs=[INPUT_NAME])  # already NHWC
         dst = args.out / m["file"]
         to_tflite(sm, dst, "fp32")
         entries[role] = manifest_entry(args.src, role, dst)
