@@ -30,11 +30,13 @@ pytestmark = pytest.mark.slow  # arm64 root under qemu, 4-8 min
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / "tools" / "arm64_check.py"
+# the bundled photos: a genuine pair of one person, the other person as the impostor
+BUNDLED = ("--faces-dir", str(BUNDLED_FACES), "--genuine", PERSON)
 
 
 def _check(*args: str, timeout: float = 2400) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(CHECK), *args],
+        [sys.executable, str(CHECK), *BUNDLED, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -45,9 +47,7 @@ def _check(*args: str, timeout: float = 2400) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     binfmt_ready()  # raises with what to install: missing emulation is a failure, not a skip
-    # the bundled photos: a genuine pair of one person, the other person as the impostor
-    faces = ("--faces-dir", str(BUNDLED_FACES), "--genuine", PERSON)
-    proc = _check("--photos", "4", *faces, "--json")
+    proc = _check("--photos", "4", "--json")
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     result: dict[str, Any] = json.loads(proc.stdout)
     assert "error" not in result, result["error"]

@@ -11,6 +11,7 @@ import pytest
 
 from edge.api import STATIC_DIR, static_file
 from edge.config import ConfigError, parse_config
+from edge.errors import BadInput
 from edge.infer.quality import Quality, QualityLimits, gate
 from edge.records import DECISIONS
 from edge.ui.guidance import GUIDANCE, guidance_code
@@ -39,7 +40,7 @@ def test_pin_hash_round_trip_and_format() -> None:
     assert not verify_pin("48291", h)
     assert hash_pin("482913") != h  # salted
     for bad in ("123", "123456789", "12a4", ""):
-        with pytest.raises(Exception, match="4 to 8 digits"):
+        with pytest.raises(BadInput, match="4 to 8 digits"):
             hash_pin(bad)
 
 
