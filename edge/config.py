@@ -105,6 +105,12 @@ class LivenessConfig:
     threshold: float = field(default=0.377, metadata=_rng(0.0, 1.0))
     min_live_frames: int = field(default=2, metadata=_rng(1, 60))
     min_live_fraction: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    # Liveness quality gates (edge/infer/pad_gates.py, docs/liveness/conditions.md): a frame
+    # failing one is not judged; 1.0 / 255.0 / 0 switch a gate off.
+    max_clipped: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    max_noise: float = field(default=4.0, metadata=_rng(0.0, 255.0))
+    min_face_px: int = field(default=0, metadata=_rng(0, 2000))
+    min_sharpness: float = field(default=0.0, metadata=_rng(0.0, 1e6))
     # active challenge before the burst: "turn" asks for a head turn left and right in a
     # random order (edge/infer/challenge.py); "off" relies on the passive models alone
     challenge: str = field(default="off", metadata=_choices("off", "turn"))

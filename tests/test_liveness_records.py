@@ -200,10 +200,10 @@ def test_hq_accepts_spoof_records_and_counts_spoofs_and_overrides(tmp_path: Path
 def test_a_challenge_needs_liveness_on(tmp_path):
     from edge.config import ConfigError, parse_config
 
-    with pytest.raises(ConfigError, match="liveness.challenge"):
+    with pytest.raises(ConfigError, match=r"liveness\.challenge"):
         parse_config({"liveness": {"enabled": False, "challenge": "turn"},
                       "mqtt": {"enabled": False}})  # fmt: skip
-    with pytest.raises(ConfigError, match="liveness.min_live_frames"):
+    with pytest.raises(ConfigError, match=r"liveness\.min_live_frames"):
         parse_config({"face": {"burst_frames": 1, "min_good_frames": 1},
                       "mqtt": {"enabled": False}})  # fmt: skip
     cfg = parse_config({"liveness": {"challenge": "turn"}, "mqtt": {"enabled": False}})

@@ -6,6 +6,7 @@ Built from a FaceConfig (or plain parameters), so it stays free of capture and u
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from edge.infer.liveness import LivenessRule, decide_liveness
 from edge.infer.manifest import Manifest, load_manifest
 from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
 from edge.infer.pad import LivenessModel
+from edge.infer.pad_gates import PadLimits, PadQuality, measure_pad, pad_gate
 from edge.infer.quality import Quality, QualityLimits, gate, measure, pose_from_landmarks
 from edge.infer.runtime import TFLiteModel
 from edge.infer.yunet import Detection, pick_subject
@@ -42,6 +44,9 @@ class FaceResult:
     detection: Detection | None = None
     faces: int = 0
     liveness: float | None = None  # fused "real" probability, on frames past the gates
+    # why the liveness check could not judge this frame (pad_gates), None if it did
+    liveness_reason: str | None = None
+    pad_quality: PadQuality | None = None
 
     def outcome(self) -> FrameOutcome:
         rank = self.quality.rank if self.quality is not None else float("-inf")
@@ -78,10 +83,17 @@ class LivenessPolicy:
     threshold: float = 0.377
     min_live_frames: int = 2
     min_live_fraction: float = 0.5
+    limits: PadLimits = field(default_factory=PadLimits)
 
     @classmethod
     def from_config(cls, cfg: LivenessConfig) -> LivenessPolicy:
-        return cls(cfg.threshold, cfg.min_live_frames, cfg.min_live_fraction)
+        limits = PadLimits(
+            max_clipped=cfg.max_clipped,
+            max_noise=cfg.max_noise,
+            min_face_px=cfg.min_face_px,
+            min_sharpness=cfg.min_sharpness,
+        )
+        return cls(cfg.threshold, cfg.min_live_frames, cfg.min_live_fraction, limits)
 
 
 class FacePipeline:
@@ -178,9 +190,25 @@ class FacePipeline:
         reason = gate(q, self.limits) if gates else None
         if reason is not None:
             return FaceResult("poor_quality", reason, crop, None, q, subject, faces=len(faces))
-        live = self.liveness.score(frame, subject.box) if self.liveness is not None else None
+        live, live_reason, pq = None, None, None
+        if self.liveness is not None:
+            pq = measure_pad(frame, subject.box, q.sharpness)
+            live_reason = pad_gate(pq, self.liveness_policy.limits) if gates else None
+            if live_reason is None:
+                live = self.liveness.score(frame, subject.box)
         emb = self.embedder.embed(crop) if embed else None
-        return FaceResult("ok", None, crop, emb, q, subject, faces=len(faces), liveness=live)
+        return FaceResult(
+            "ok",
+            None,
+            crop,
+            emb,
+            q,
+            subject,
+            faces=len(faces),
+            liveness=live,
+            liveness_reason=live_reason,
+            pad_quality=pq,
+        )
 
     def pose(self, frame: np.ndarray) -> tuple[float, float, float, float] | None:
         """The subject's yaw and box (centre x, centre y, size), or None: the challenge's
@@ -231,12 +259,7 @@ class FacePipeline:
         scores = [r.liveness for r in results if r.status == "ok" and r.liveness is not None]
         lv = decide_liveness(scores, p.threshold, p.min_live_frames, p.min_live_fraction)
         if lv.live is None:
-            return (
-                "poor_quality",
-                f"liveness: {lv.frames_judged} of {len(results)} frames usable,"
-                f" need {lv.needed}: hold still facing the camera",
-                lv,
-            )
+            return "poor_quality", not_judged_reason(results, lv), lv
         if not lv.live:
             assert lv.score is not None
             return (
@@ -260,6 +283,19 @@ class FacePipeline:
                 "threshold": self.liveness_policy.threshold,
             },
         }
+
+
+def not_judged_reason(results: Sequence[FaceResult], lv: LivenessRule) -> str:
+    """Why a burst could not be judged live: the commonest liveness-gate reason, if any."""
+    head = f"liveness: {lv.frames_judged} of {len(results)} frames usable, need {lv.needed}"
+    reasons = [r.liveness_reason for r in results if r.liveness_reason is not None]
+    if not reasons:
+        return f"{head}: hold still facing the camera"
+    # the commonest gate, by its text before the measured figures
+    kinds = Counter(r.split(" (")[0] for r in reasons)
+    kind = kinds.most_common(1)[0][0]
+    example = next(r for r in reasons if r.startswith(kind))
+    return f"{head}; {example}"
 
 
 def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:
