@@ -74,6 +74,11 @@ def verify_cmd(public_key: str | None, as_json: bool) -> None:
     else:
         vk = load_signing_key(cfg.device.key_path).verify_key
     count, problem = audit_store(store, vk)
+    if problem is None:
+        # what the rows alone cannot show: a chain cut short of its signed head
+        from edge.integrity import head_fault
+
+        problem = head_fault(store, vk, device_id_for(vk))
     result = {
         "ok": problem is None,
         "checked": count,
@@ -144,6 +149,43 @@ def audit_store(store: Store, vk: VerifyKey) -> tuple[int, ChainProblem | None]:
             if head_hash and head_hash != store.chain_head()[1]:
                 problem = ChainProblem(last, "newest record differs from the one committed")
     return count, problem
+
+
+@records_group.command("init")
+@config_option
+@click.option(
+    "--i-know-the-store-is-lost",
+    "lost",
+    is_flag=True,
+    help="Required: accept the store as it is now (or empty) and sign its head.",
+)
+@json_option
+def init_cmd(lost: bool, as_json: bool) -> None:
+    """An admin's decision after the daemon refused a lost, emptied, truncated or corrupted
+    store: keep what is there (a corrupted file is moved aside), sign its head, go on."""
+    from edge.integrity import LOST_FLAG, declare_store_lost
+
+    if not lost:
+        raise BadInput(
+            f"records init: give {LOST_FLAG} to accept that records not acked by HQ, the "
+            "roster and the served ledger of this store may be lost"
+        )
+    cfg = get_config()
+    key = load_signing_key(cfg.device.key_path)
+    done = declare_store_lost(
+        cfg.device.db_path, cfg.store.busy_timeout_ms, key, device_id_for(key.verify_key)
+    )
+    if as_json:
+        emit_json(done)
+        return
+    if done.get("moved_aside"):
+        click.echo(f"corrupted store moved aside to {done['moved_aside']}")
+    if done.get("problem"):
+        click.echo(f"was: {done['problem']}")
+    click.echo(
+        f"{cfg.device.db_path}: head signed at seq {done['head']['seq']}; HQ will flag the "
+        "records it holds beyond this point as a missing tail"
+    )
 
 
 @records_group.command("export")
