@@ -121,6 +121,7 @@ def open_kiosk_store(db_path: Path, busy_timeout_ms: int, key: SigningKey, devic
     """
     state = _store_state(db_path)
     marker = marker_path(db_path)
+    had_store = marker.exists()
     if state == "empty" or (state == "missing" and marker.exists()):
         raise StoreLost(
             f"{db_path}: the store is {state} but this kiosk ({device_id}) has written records "
@@ -136,7 +137,7 @@ def open_kiosk_store(db_path: Path, busy_timeout_ms: int, key: SigningKey, devic
                 f"{db_path}: SQLite integrity check failed ({bad}); the store is corrupted. "
                 "Restore it from a backup, or " + ADMIN_HINT
             )
-        _settle_head(store, key, device_id, state)
+        _settle_head(store, key, device_id, had_store)
     except BaseException:
         store.close()
         raise
@@ -145,12 +146,15 @@ def open_kiosk_store(db_path: Path, busy_timeout_ms: int, key: SigningKey, devic
     return store
 
 
-def _settle_head(store: Store, key: SigningKey, device_id: str, state: str) -> None:
+def _settle_head(store: Store, key: SigningKey, device_id: str, had_store: bool) -> None:
     raw = store.signed_head()
     if raw is None:
         seq, _h = store.chain_head()
+        # a new store only where this kiosk never had one: an emptied file that some
+        # command has since filled with empty tables must not pass for a new kiosk
         fresh = (
-            not seq
+            not had_store
+            and not seq
             and store.record_count() == 0
             and not store.conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone()
         )
