@@ -381,6 +381,13 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
         click.echo(
             f"{dev}: {d['records']} records, last seq {d['last_seq']}, missing {d['missing']}, "
             f"forks {len(d['forks'])}, bad signatures {d['bad_signatures']}"
+            + (
+                f", MISSING TAIL seq {d['missing_tail'][0]}-{d['missing_tail'][1]} (the kiosk "
+                f"signed a head at {d['missing_tail'][1]})"
+                if d.get("missing_tail")
+                else ""
+            )
+            + (", HEAD MISMATCH" if d.get("head_mismatch") else "")
         )
     for p in report["periods"]:
         click.echo(
