@@ -133,10 +133,16 @@ def test_zero_length_store(kiosk: tuple[Path, SigningKey]) -> None:
     open_kiosk_store(db, 5000, key, device_id_for(key.verify_key)).close()  # as a start does
     db.write_bytes(b"")
     _run_refused(cfg, "store is empty", "--i-know-the-store-is-lost")
+    code, out = _verify(cfg)
+    assert code == 1 and "empty (0 bytes)" in out["reason"], out
+    res = run_edge("records", "verify", "--config", str(cfg))
+    assert res.returncode == 1 and "FAILED at seq 1" in res.stdout and "OK" not in res.stdout
     assert db.stat().st_size == 0  # nothing was written over it
-    code, out = _verify(cfg)  # (this fills the file with empty tables)
+    # a store emptied and since filled with empty tables is not a new kiosk either
+    Store(db).close()
+    code, out = _verify(cfg)
     assert code == 1 and "signed head" in out["reason"], out
-    _run_refused(cfg, "signed head checkpoint is missing")  # still not a new kiosk
+    _run_refused(cfg, "signed head checkpoint is missing")
 
 
 def test_missing_store_after_records(kiosk: tuple[Path, SigningKey], tmp_path: Path) -> None:

@@ -25,6 +25,12 @@ def open_store() -> Store:
         raise DeviceMissing(
             f"{cfg.device.db_path}: no database yet (the daemon or `edge verify` creates it)"
         )
+    if cfg.device.db_path.stat().st_size == 0:
+        # opening would write an empty schema into it; a zero-byte store is a lost one
+        raise DeviceMissing(
+            f"{cfg.device.db_path}: the store is empty (0 bytes): its records, roster and "
+            "served ledger are lost; `edge run` refuses it (see README, lost store)"
+        )
     return Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
 
 
@@ -64,8 +70,15 @@ def list_cmd(limit: int, as_json: bool) -> None:
 @json_option
 def verify_cmd(public_key: str | None, as_json: bool) -> None:
     """Check every signature and the whole chain; exit 1 naming the first bad seq."""
-    store = open_store()
     cfg = get_config()
+    if cfg.device.db_path.exists() and cfg.device.db_path.stat().st_size == 0:
+        why = "the store is empty (0 bytes): every record is gone"
+        if as_json:
+            emit_json({"ok": False, "checked": 0, "first_bad_seq": 1, "reason": why})
+        else:
+            click.echo(f"FAILED at seq 1: {why}")
+        sys.exit(EXIT_NEGATIVE)
+    store = open_store()
     if public_key:
         try:
             vk = verify_key_from_b64(public_key)
