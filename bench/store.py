@@ -36,7 +36,7 @@ def bench_store(path: Path, n: int, evidence: bool) -> tuple[float, list[tuple[A
     store = Store(path)
     t0 = time.perf_counter()
     for v in verifications:
-        store.append(record_builder(v, did, key))
+        store.append(record_builder(v, did, key), head_key=key)
     elapsed = time.perf_counter() - t0
     rows = store.conn.execute(
         "SELECT seq, id, captured_at, kpm_id, programme, period, decision, hash, body"

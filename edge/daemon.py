@@ -20,16 +20,18 @@ from edge import __version__
 from edge.api import ApiServer
 from edge.config import Config, ConfigError, load_config
 from edge.health import Health
+from edge.integrity import open_kiosk_store
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
 from edge.parts import Parts, build_parts
-from edge.store import OutboxFull, OutboxLimits, Store
+from edge.store import OutboxFull, OutboxLimits, StoreIntegrityError
 from edge.ui.kiosk import KioskUi, Reply
-from edge.verification import BadRequest, Verifier, parse_request
+from edge.verification import AttemptsUsed, BadRequest, Verifier, parse_request
 
 log = logging.getLogger(__name__)
 
 CAMERA_PROBE_S = 2.0
+STORE_CHECK_S = 600.0  # PRAGMA quick_check of the store this often (and at start)
 
 
 @dataclass
@@ -49,7 +51,11 @@ class Daemon:
         self.signals = _Signals(threading.Event(), threading.Event())
         self.key = load_signing_key(cfg.device.key_path)
         self.device_id = device_id_for(self.key.verify_key)
-        self.store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+        # refuses (exit 3) a lost, emptied, truncated or corrupted store: see edge/integrity.py
+        self.store = open_kiosk_store(
+            cfg.device.db_path, cfg.store.busy_timeout_ms, self.key, self.device_id
+        )
+        self.store_problem: str | None = None
         self.parts: Parts | None = None
         self.verifier: Verifier | None = None
         self.api: ApiServer | None = None
@@ -95,6 +101,7 @@ class Daemon:
             hq_box_key=hq_box,
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
             challenge=parts.challenge(self._camera_lock),
+            max_attempts=cfg.ui.max_attempts,
         )
 
     def serve(self) -> int:
@@ -179,10 +186,23 @@ class Daemon:
                     self._camera_lock.release()
             self.signals.stop.wait(CAMERA_PROBE_S)
 
+    def check_store(self) -> str | None:
+        """Housekeeping: SQLite's quick_check; a failure marks health failed for good (the
+        watchdog then stops, systemd restarts the daemon, and the start check refuses)."""
+        bad = self.store.quick_check()
+        if bad is not None and self.store_problem is None:
+            self.store_problem = f"store failed its integrity check: {bad}"
+            log.error("%s; refusing verifications", self.store_problem)
+        return self.store_problem
+
     def _watchdog(self) -> None:
         interval = watchdog_interval_s() or 5.0
         last_status = ""
+        last_check = time.monotonic()
         while not self.signals.stop.is_set():
+            if time.monotonic() - last_check >= STORE_CHECK_S:
+                last_check = time.monotonic()
+                self.check_store()
             problems = self.health()
             if not problems:
                 self.notifier.watchdog()
@@ -196,6 +216,8 @@ class Daemon:
     def verify(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.state != "ready" or self.verifier is None:
             return 503, {"error": f"daemon is {self.state}"}
+        if self.store_problem is not None:
+            return 503, {"error": self.store_problem}
         try:
             req = parse_request(request)
             answer = self.verifier.verify(req)
@@ -204,6 +226,17 @@ class Daemon:
             return 200, answer
         except BadRequest as exc:
             return 400, {"error": str(exc)}
+        except AttemptsUsed as exc:
+            return 409, {
+                "error": str(exc),
+                "error_key": "attempts_used",
+                "manual_allowed": True,
+                "max_attempts": exc.max_attempts,
+            }
+        except StoreIntegrityError as exc:
+            self.store_problem = str(exc)
+            log.error("%s", exc)
+            return 503, {"error": str(exc)}
         except OutboxFull as exc:
             log.error("%s", exc)
             return 507, {"error": str(exc), "decision": None}
@@ -217,6 +250,8 @@ class Daemon:
     def health(self) -> list[str]:
         """What is wrong now (empty when healthy): silent parts and parts' own reports."""
         problems = self.beats.problems()
+        if self.store_problem is not None:
+            problems.append(self.store_problem)
         if self.parts is not None:
             problems += self.parts.problems()
         return problems

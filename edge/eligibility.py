@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edge.period import newest_period, period_key
 from edge.roster import RosterEntry, format_utc
 
 NOT_LISTED = "not on the list"
@@ -84,12 +85,12 @@ def check_eligibility(
         return _refuse(entries[0], OTHER_PROGRAMME, f"KPM is listed for {have}, not {programme}")
     matching = _for_period(listed, period, current)
     if not matching:
-        have = ", ".join(sorted({e.period for e in listed}, reverse=True))
+        have = ", ".join(sorted({e.period for e in listed}, key=period_key, reverse=True))
         wanted = period or ", ".join(
             sorted({current[e.programme] for e in listed if current and e.programme in current})
         )
         if not wanted:  # no current bundle for this programme at all: say why
-            newest = max(listed, key=lambda e: e.period)
+            newest = max(listed, key=lambda e: period_key(e.period))
             return _window_refusal(newest, now) or _refuse(
                 newest, OTHER_PERIOD, f"KPM is listed for {have}, no current period"
             )
@@ -126,7 +127,7 @@ def _for_period(
         return [e for e in listed if e.period == period]
     if current is not None:
         return [e for e in listed if current.get(e.programme) == e.period]
-    newest = max(e.period for e in listed)
+    newest = newest_period([e.period for e in listed])
     return [e for e in listed if e.period == newest]
 
 

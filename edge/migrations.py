@@ -113,12 +113,52 @@ def _m005_eligibility(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m006_integrity(conn: sqlite3.Connection) -> None:
+    """Once per KPM, programme and period as a constraint; face attempts in the store.
+
+    `served.override` numbers the handovers of one KPM/programme/period: 0 for the
+    handover, 1, 2, ... for manual overrides of `already_served` (which HQ reviews). The
+    UNIQUE index makes a second handover without an override impossible, whoever writes.
+    Existing rows are numbered by seq, so a store that already holds overrides upgrades.
+
+    A store that already holds records has no signed head yet: `legacy_unsigned_head`
+    lets the daemon sign its current head once (see edge/integrity.py).
+    """
+    conn.execute("ALTER TABLE served ADD COLUMN override INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        """UPDATE served SET override = (
+               SELECT COUNT(*) FROM served s2 WHERE s2.kpm_id = served.kpm_id
+               AND s2.programme = served.programme AND s2.period = served.period
+               AND s2.seq < served.seq)"""
+    )
+    conn.execute("CREATE UNIQUE INDEX served_once ON served (kpm_id, programme, period, override)")
+    conn.execute(
+        """CREATE TABLE attempts (
+            officer_id TEXT NOT NULL,
+            kpm_id TEXT NOT NULL,
+            programme TEXT NOT NULL,
+            period TEXT NOT NULL,
+            used INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (officer_id, kpm_id, programme, period)
+        )"""
+    )
+    if (
+        conn.execute("SELECT 1 FROM records LIMIT 1").fetchone()
+        or conn.execute("SELECT 1 FROM meta WHERE key IN ('head_seq', 'anchor_seq')").fetchone()
+    ):
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('legacy_unsigned_head', '1')"
+        )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_records", _m001_records),
     ("002_outbox", _m002_outbox),
     ("003_roster", _m003_roster),
     ("004_events_meta", _m004_events),
     ("005_eligibility", _m005_eligibility),
+    ("006_integrity", _m006_integrity),
 ]
 
 

@@ -13,9 +13,10 @@ from typing import Any
 from edge.config import Config
 from edge.errors import BadInput
 from edge.health import Health
+from edge.integrity import open_kiosk_store
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.parts import build_parts
-from edge.store import OutboxLimits, Store
+from edge.store import OutboxLimits
 from edge.verification import BadRequest, Verifier, parse_request
 
 
@@ -34,7 +35,7 @@ def verify_once(cfg: Config, request: dict[str, Any], image: Path | None) -> dic
     )
     key = load_signing_key(cfg.device.key_path)
     device_id = device_id_for(key.verify_key)
-    store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+    store = open_kiosk_store(cfg.device.db_path, cfg.store.busy_timeout_ms, key, device_id)
     parts = build_parts(local, store, device_id, Health())
     try:
 
@@ -57,6 +58,7 @@ def verify_once(cfg: Config, request: dict[str, Any], image: Path | None) -> dic
             ),
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
             challenge=parts.challenge(),
+            max_attempts=cfg.ui.max_attempts,
         )
         try:
             return verifier.verify(req)

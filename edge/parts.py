@@ -149,6 +149,8 @@ class Parts:
             "clock": gps.get("clock") or {"source": self.when()[1]},
             "model": self.pipeline.embedder_sha256,
             "camera": self.camera.describe().get("backend"),
+            # the chain's signed head: HQ keeps the newest and flags records it never got
+            "head": self.store.signed_head(),
         }
 
     def close(self, keep: Parts | None = None) -> None:

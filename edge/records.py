@@ -27,6 +27,10 @@ SCHEMA_VERSION = 2  # 2 added `liveness`; version 1 records (no PAD) still verif
 SCHEMA_VERSIONS = (1, 2)
 GENESIS_HASH = "0" * 64
 PROGRAMMES = ("sembako", "pkh")
+# A record may also say `unknown`: a `not_eligible` for a KPM that is on no roster entry,
+# asked without a programme (rosters and requests only ever name PROGRAMMES).
+NO_PROGRAMME = "unknown"
+RECORD_PROGRAMMES = (*PROGRAMMES, NO_PROGRAMME)
 DECISIONS = (
     "match",
     "no_match",
@@ -37,6 +41,8 @@ DECISIONS = (
     "already_served",
     "manual",
 )
+# failed face checks: each counts towards the attempt limit and opens the manual route
+FAILED_DECISIONS = ("no_match", "spoof", "no_face", "poor_quality")
 CLOCKS = ("gps", "ntp", "unsynced")
 GEOFENCE = ("inside", "outside", "unknown")
 EVIDENCE_ALG = "x25519-sealedbox"
@@ -210,7 +216,11 @@ def check_fields(record: Mapping[str, Any]) -> None:
             isinstance(record[name], str) and bool(_HEX64.match(record[name])),
             f"{name}: not hex sha256",
         )
-    _need(record["programme"] in PROGRAMMES, f"programme: {record['programme']!r}")
+    _need(record["programme"] in RECORD_PROGRAMMES, f"programme: {record['programme']!r}")
+    _need(
+        record["programme"] != NO_PROGRAMME or record["decision"] == "not_eligible",
+        "programme: unknown is only for not_eligible",
+    )
     _need(record["decision"] in DECISIONS, f"decision: {record['decision']!r}")
     _need(record["clock"] in CLOCKS, f"clock: {record['clock']!r}")
     _need(record["geofence"] in GEOFENCE, f"geofence: {record['geofence']!r}")
@@ -331,6 +341,50 @@ def parse_record(payload: bytes) -> dict[str, Any]:
     _need(isinstance(obj, dict), "expected a JSON object")
     check_fields(obj)
     return obj
+
+
+# -- signed heads ------------------------------------------------------------------
+# The newest (seq, hash) of a device's chain, signed by the device key. The kiosk keeps
+# one in its store (written in the transaction of each record) and publishes it in its
+# retained status; HQ keeps the latest it has seen. Without the device key nobody can
+# make one, so a chain cut short of a signed head is evidence of truncation.
+HEAD_KIND = "bansos-edge/head"
+HEAD_FIELDS = {"kind", "device_id", "seq", "hash", "at", "sig"}
+
+
+def sign_head(
+    key: SigningKey, device_id: str, seq: int, head_hash: str, at: float
+) -> dict[str, Any]:
+    """A signed head: `kind` keeps its signature from ever passing for a record's."""
+    body: dict[str, Any] = {
+        "kind": HEAD_KIND,
+        "device_id": device_id,
+        "seq": seq,
+        "hash": head_hash,
+        "at": utc_iso(at),
+    }
+    return {**body, "sig": b64(key.sign(canonical_json(body)).signature)}
+
+
+def check_head(head: Any, verify_key: VerifyKey, device_id: str | None = None) -> dict[str, Any]:
+    """The head if its shape and signature hold (and its device is `device_id`)."""
+    _need(isinstance(head, dict) and set(head) == HEAD_FIELDS, "signed head: malformed")
+    _need(head["kind"] == HEAD_KIND, "signed head: wrong kind")
+    seq = head["seq"]
+    _need(isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0, "signed head: seq")
+    _need(isinstance(head["hash"], str) and bool(_HEX64.match(head["hash"])), "signed head: hash")
+    _need(isinstance(head["device_id"], str), "signed head: device_id")
+    _need(isinstance(head["at"], str) and head["at"].endswith("Z"), "signed head: at")
+    _need(device_id is None or head["device_id"] == device_id, "signed head: device_id mismatch")
+    sig = head["sig"]
+    _need(isinstance(sig, str), "signed head: sig")
+    try:
+        raw = unb64(str(sig), "sig")
+        verify_key.verify(canonical_json({k: v for k, v in head.items() if k != "sig"}), raw)
+    except (BadSignatureError, ValueError):
+        raise RecordInvalid("signed head: bad signature") from None
+    _need(b64(raw) == sig, "signed head: bad signature (non-canonical base64)")
+    return dict(head)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from edge.errors import BadInput
 from edge.keys import b64, unb64
+from edge.period import period_problem
 from edge.records import PROGRAMMES, canonical_json
 
 BUNDLE_VERSION = 1
@@ -169,6 +170,8 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
             raise _fail(source, where + sorted(extra)[0], "unknown key")
         kpm_id = _text(source, e, "kpm_id", where, _ID)
         period = _text(source, e, "period", where, _ID)
+        if period_problem(period) is not None:
+            raise _fail(source, where + "period", str(period_problem(period)))
         programme = e.get("programme")
         if programme not in PROGRAMMES:
             raise _fail(source, where + "programme", f"expected one of {', '.join(PROGRAMMES)}")

@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from nacl.signing import SigningKey
 
 from edge.errors import EXIT_MISSING, BadInput, EdgeError
 from edge.keys import b64, unb64
 from edge.migrations import migrate
-from edge.records import GENESIS_HASH, canonical_json, record_hash
+from edge.period import period_key
+from edge.records import (
+    FAILED_DECISIONS,
+    GENESIS_HASH,
+    canonical_json,
+    record_hash,
+    sign_head,
+)
 from edge.roster import Bundle, RosterEntry, format_utc
 
 SERVED_DECISIONS = ("match", "manual")
@@ -28,6 +36,13 @@ SERVED_DECISIONS = ("match", "manual")
 
 class OutboxFull(EdgeError):
     """The outbox holds as many rows or bytes as the config allows; refuse new records."""
+
+    exit_code = EXIT_MISSING
+
+
+class StoreIntegrityError(EdgeError):
+    """The store is not the one this kiosk committed to (truncated, lost, corrupted):
+    nothing may be appended until an admin decides (see edge/integrity.py)."""
 
     exit_code = EXIT_MISSING
 
@@ -94,9 +109,19 @@ class Store:
         self,
         build: Callable[[int, str], dict[str, Any]],
         limits: OutboxLimits | None = None,
+        *,
+        head_key: SigningKey | None = None,
+        override: bool = False,
     ) -> dict[str, Any]:
-        """Build the next record from (seq, prev_hash) and commit it with its outbox row."""
+        """Build the next record from (seq, prev_hash) and commit it with its outbox row.
+
+        `build` runs inside the write transaction (BEGIN IMMEDIATE), so what it reads
+        (the served ledger, attempts) cannot change before COMMIT. With `head_key` the
+        signed head checkpoint is rewritten in the same transaction. `override` marks a
+        manual handover over an earlier one (the served ledger numbers it).
+        """
         with self.lock, self.transaction():
+            self._check_head_matches()
             if limits is not None:
                 rows, size = self.conn.execute(
                     "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox WHERE state != 'acked'"
@@ -130,16 +155,37 @@ class Store:
                 (record["id"], record["seq"], len(body.encode("utf-8")), time.time()),
             )
             if record["decision"] in SERVED_DECISIONS:
-                # the served ledger outlives purges: `already_served` must hold all period
+                # the served ledger outlives purges: `already_served` must hold all period.
+                # UNIQUE (kpm_id, programme, period, override): a second handover without
+                # an override fails here and the whole record rolls back.
+                number = 0
+                if override:
+                    row = self.conn.execute(
+                        "SELECT COALESCE(MAX(override), -1) + 1 FROM served"
+                        " WHERE kpm_id = ? AND programme = ? AND period = ?",
+                        (record["kpm_id"], record["programme"], record["period"]),
+                    ).fetchone()
+                    number = max(1, int(row[0]))
                 self.conn.execute(
                     "INSERT INTO served (record_id, kpm_id, programme, period, seq, device_id,"
-                    " captured_at, decision, geo, geofence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " captured_at, decision, geo, geofence, override)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record["id"], record["kpm_id"], record["programme"], record["period"],
                         record["seq"], record["device_id"], record["captured_at"],
                         record["decision"],
                         None if record.get("geo") is None else json.dumps(record["geo"]),
-                        record["geofence"],
+                        record["geofence"], number,
+                    ),
+                )  # fmt: skip
+            if record["decision"] in FAILED_DECISIONS:
+                self.conn.execute(
+                    "INSERT INTO attempts (officer_id, kpm_id, programme, period, used, last_seq)"
+                    " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (officer_id, kpm_id, programme,"
+                    " period) DO UPDATE SET used = used + 1, last_seq = excluded.last_seq",
+                    (
+                        record["officer_id"], record["kpm_id"], record["programme"],
+                        record["period"], record["seq"],
                     ),
                 )  # fmt: skip
             # The head in meta lets `records verify` notice a deleted newest record,
@@ -148,7 +194,72 @@ class Store:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_seq', ?), ('head_hash', ?)",
                 (str(record["seq"]), record_hash(record)),
             )
+            if head_key is not None:
+                self._write_head(head_key, record["device_id"], record["seq"], record_hash(record))
             return record
+
+    # -- signed head checkpoint ---------------------------------------------------
+    def signed_head(self) -> dict[str, Any] | None:
+        """The stored signed head (not checked here: see edge.integrity), or None."""
+        text = self.get_meta("head_signed")
+        if text is None:
+            return None
+        try:
+            head = json.loads(text)
+        except json.JSONDecodeError:
+            return {"malformed": text[:80]}
+        return head if isinstance(head, dict) else {"malformed": text[:80]}
+
+    def _write_head(self, key: SigningKey, device_id: str, seq: int, head_hash: str) -> None:
+        head = sign_head(key, device_id, seq, head_hash, time.time())
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_signed', ?)",
+            (canonical_json(head).decode("utf-8"),),
+        )
+
+    def sign_current_head(self, key: SigningKey, device_id: str) -> dict[str, Any]:
+        """Sign what the store holds now as its head (a new store, or an admin's decision)."""
+        with self.lock, self.transaction():
+            seq, head_hash = self.chain_head()
+            self._write_head(key, device_id, seq, head_hash)
+            self.conn.execute("DELETE FROM meta WHERE key = 'legacy_unsigned_head'")
+        head = self.signed_head()
+        assert head is not None
+        return head
+
+    def _check_head_matches(self) -> None:
+        """Refuse to append when the chain no longer ends at the signed head (cheap: no
+        signature check; the full check is edge.integrity at start and `records verify`)."""
+        head = self.signed_head()
+        if head is None:
+            return
+        seq, head_hash = self.chain_head()
+        if head.get("seq") != seq or head.get("hash") != head_hash:
+            raise StoreIntegrityError(
+                f"{self.path}: the chain ends at seq {seq} but its signed head says "
+                f"{head.get('seq')!r}: records were removed or replaced; nothing is appended "
+                "(run `edge records verify`)"
+            )
+
+    def quick_check(self) -> str | None:
+        """None when SQLite's `PRAGMA quick_check` says ok, else its first complaint."""
+        try:
+            with self.lock:
+                rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        first = str(rows[0][0]) if rows else "no answer"
+        return None if first == "ok" and len(rows) == 1 else first
+
+    # -- attempts --------------------------------------------------------------------
+    def attempts_used(self, officer_id: str, kpm_id: str, programme: str, period: str) -> int:
+        """Failed face checks of this KPM, programme and period by this officer."""
+        row = self.conn.execute(
+            "SELECT used FROM attempts WHERE officer_id = ? AND kpm_id = ? AND programme = ?"
+            " AND period = ?",
+            (officer_id, kpm_id, programme, period),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def iter_bodies(self) -> Iterator[tuple[int, str]]:
         """(seq, stored JSON text) in seq order, read in pages so memory stays flat."""
@@ -271,20 +382,26 @@ class Store:
                 r[7],
                 r[8],
             )
-            for r in rows
+            # newest period first (as (year, month)), then programme: rows come programme-sorted
+            for r in sorted(rows, key=lambda r: period_key(str(r[2])), reverse=True)
         ]
 
     def current_periods(self, now: float) -> dict[str, str]:
         """Per programme, the newest period among entries whose bundle window holds `now`
         (bundles without a window count as current): the period this kiosk is serving."""
         rows = self.conn.execute(
-            "SELECT r.programme, MAX(r.period) FROM roster r"
+            "SELECT DISTINCT r.programme, r.period FROM roster r"
             " JOIN roster_bundles b ON b.bundle_id = r.bundle_id"
             " WHERE (b.valid_from IS NULL OR b.valid_from <= ?)"
-            " AND (b.valid_until IS NULL OR b.valid_until > ?) GROUP BY r.programme",
+            " AND (b.valid_until IS NULL OR b.valid_until > ?)",
             (now, now),
         ).fetchall()
-        return {str(p): str(period) for p, period in rows}
+        out: dict[str, str] = {}
+        for programme, period in rows:  # compared as (year, month), not as text
+            p, v = str(programme), str(period)
+            if p not in out or period_key(v) > period_key(out[p]):
+                out[p] = v
+        return out
 
     def roster_summary(self) -> dict[str, Any]:
         entries = int(self.conn.execute("SELECT COUNT(*) FROM roster").fetchone()[0])

@@ -12,15 +12,25 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from nacl.public import PublicKey
 from nacl.signing import SigningKey
 
-from edge.eligibility import check_eligibility
-from edge.records import PROGRAMMES, Evidence, Verification, build_record, seal_evidence
+from edge.eligibility import ALREADY_SERVED, check_eligibility, describe_earlier
+from edge.errors import EXIT_NEGATIVE, EdgeError
+from edge.period import period_problem
+from edge.records import (
+    FAILED_DECISIONS,
+    NO_PROGRAMME,
+    PROGRAMMES,
+    Evidence,
+    Verification,
+    build_record,
+    seal_evidence,
+)
 from edge.roster import RosterEntry
 from edge.store import OutboxFull, OutboxLimits, Store
 
@@ -28,12 +38,24 @@ log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
 FACE_DECISIONS = ("match", "no_match", "spoof", "no_face", "poor_quality")
-# each counts towards the retry limit and opens the way to a manual handover
-FAILED_DECISIONS = ("no_match", "spoof", "no_face", "poor_quality")
 
 
 class BadRequest(ValueError):
     """The request itself is wrong (HTTP 400, exit 2)."""
+
+
+class AttemptsUsed(EdgeError):
+    """This officer used every face attempt for this KPM and period (HTTP 409, exit 1):
+    only a manual handover (with the ID card checked) may follow."""
+
+    exit_code = EXIT_NEGATIVE
+
+    def __init__(self, max_attempts: int, kpm_id: str, programme: str, period: str) -> None:
+        super().__init__(
+            f"{max_attempts} face attempts used for {kpm_id} {programme} {period}: check the "
+            "ID card and record a manual handover (manual_reason)"
+        )
+        self.max_attempts = max_attempts
 
 
 class FaceDecider(Protocol):
@@ -69,8 +91,8 @@ def parse_request(obj: dict[str, Any]) -> Request:
     if programme is not None and programme not in PROGRAMMES:
         raise BadRequest(f"programme: expected one of {', '.join(PROGRAMMES)}")
     period = obj.get("period")
-    if period is not None and (not isinstance(period, str) or not _ID.match(period)):
-        raise BadRequest(f"period: expected an id, got {period!r}")
+    if period is not None and period_problem(period) is not None:
+        raise BadRequest(f"period: {period_problem(period)}")
     reason = obj.get("manual_reason")
     if reason is not None and (not isinstance(reason, str) or not 5 <= len(reason.strip()) <= 500):
         raise BadRequest("manual_reason: expected 5-500 characters saying why")
@@ -117,6 +139,7 @@ class Verifier:
         hq_box_key: PublicKey | None,
         limits: OutboxLimits | None,
         challenge: Challenge | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.store = store
         self.decider = decider
@@ -129,6 +152,10 @@ class Verifier:
         self.hq_box_key = hq_box_key
         self.limits = limits
         self.challenge = challenge
+        self.max_attempts = (
+            max_attempts  # face checks per officer, KPM and period (ui.max_attempts)
+        )
+        self._earlier: Mapping[str, Any] | None = None  # the handover a racing writer made
         self.lock = threading.Lock()
         self._progress_lock = threading.Lock()
         self._progress: dict[str, Any] = {"challenge": None}
@@ -154,17 +181,24 @@ class Verifier:
     def _verify(self, req: Request) -> dict[str, Any]:
         captured_at, clock = self.when()
         entries = self.store.roster_entries(req.kpm_id)
+        current = self.store.current_periods(captured_at)
         elig = check_eligibility(
             entries,
             lambda e: self.store.served_by(e.kpm_id, e.programme, e.period),
             req.programme,
             req.period,
             now=captured_at,
-            current=self.store.current_periods(captured_at),
+            current=current,
         )
         entry = elig.entry
-        programme = entry.programme if entry else (req.programme or "sembako")
-        period = entry.period if entry else (req.period or "unknown")
+        if entry is not None:
+            programme, period = entry.programme, entry.period
+        else:
+            # on no roster entry: the programme asked for (or `unknown`), the period asked
+            # for (or the one the kiosk serves now for it, or `unknown`); never a guess
+            programme = req.programme or NO_PROGRAMME
+            served_now = sorted({v for p, v in current.items() if req.programme in (None, p)})
+            period = req.period or (served_now[0] if len(served_now) == 1 else "unknown")
         place = entry.place if entry else None
         geo, geofence = self.where(place)
         score: float | None = None
@@ -174,9 +208,11 @@ class Verifier:
         evidence = None
         liveness: dict[str, Any] | None = None
         reason: str | None
+        override = False
         if elig.decision == "already_served" and req.manual_reason is not None:
             assert entry is not None and elig.earlier is not None
             decision, reason = "manual", self._override(entry, elig.earlier, req.manual_reason)
+            override = True
         elif elig.decision is not None:
             decision, reason = elig.decision, elig.reason
             if elig.decision == "not_eligible" and clock == "unsynced":
@@ -190,7 +226,9 @@ class Verifier:
             if spoof is not None:
                 # HQ must see that the officer overrode a suspected presentation attack
                 reason = f"override after spoof (record {spoof}): {reason}"
-        elif (summary := self._run_challenge()) is not None and not summary["passed"]:
+        elif (summary := self._run_challenge(req.officer_id, entry)) is not None and not summary[
+            "passed"
+        ]:
             decision = "spoof"
             reason = f"liveness challenge failed: {summary['reason']}"
             liveness = {
@@ -204,6 +242,7 @@ class Verifier:
             }
         else:
             assert entry is not None
+            self._check_attempts(req.officer_id, entry)
             frames = self.burst(self.burst_frames)
             frames_total = len(frames)
             result = self.decider.verify_burst(frames, entry.template_arrays())
@@ -241,12 +280,21 @@ class Verifier:
             evidence=evidence,
             liveness=liveness,
         )
-        record = self.store.append(
-            lambda seq, prev: build_record(
-                v, device_id=self.device_id, seq=seq, prev_hash=prev, key=self.key
-            ),
-            self.limits,
-        )
+        final = [v]
+
+        def build(seq: int, prev: str) -> dict[str, Any]:
+            # inside the write transaction: no other process can serve this KPM meanwhile
+            final[0] = self._settle(v, override, req.officer_id, entry)
+            return build_record(
+                final[0], device_id=self.device_id, seq=seq, prev_hash=prev, key=self.key
+            )
+
+        record = self.store.append(build, self.limits, head_key=self.key, override=override)
+        if final[0] is not v:  # lost the race to another writer: recorded already_served
+            v = final[0]
+            decision, reason = v.decision, v.reason
+            score, frames_used, liveness = None, 0, None
+            elig = replace(elig, decision=decision, code=ALREADY_SERVED, earlier=self._earlier)
         log.info(
             "verification seq=%d decision=%s frames=%d/%d geofence=%s",
             record["seq"],
@@ -275,14 +323,58 @@ class Verifier:
             "liveness": _liveness_answer(liveness),
         }
 
-    def _run_challenge(self) -> dict[str, Any] | None:
-        """The active challenge, if configured; the screen follows it through progress()."""
+    def _run_challenge(self, officer_id: str, entry: RosterEntry | None) -> dict[str, Any] | None:
+        """The active challenge, if configured; the screen follows it through progress().
+
+        Past the attempt limit nobody is asked to turn their head: refused before it starts.
+        """
         if self.challenge is None:
             return None
+        assert entry is not None
+        self._check_attempts(officer_id, entry)
         try:
             return self.challenge(self._on_step)
         finally:
             self._on_step(None, 0, 0.0)
+
+    def _check_attempts(self, officer_id: str, entry: RosterEntry) -> None:
+        """Refuse a face check past ui.max_attempts (counted in the store, per officer)."""
+        if self.max_attempts is None:
+            return
+        used = self.store.attempts_used(officer_id, entry.kpm_id, entry.programme, entry.period)
+        if used >= self.max_attempts:
+            raise AttemptsUsed(self.max_attempts, entry.kpm_id, entry.programme, entry.period)
+
+    def _settle(
+        self, v: Verification, override: bool, officer_id: str, entry: RosterEntry | None
+    ) -> Verification:
+        """The decision as the store stands inside the write transaction.
+
+        A handover (match or manual) whose KPM, programme and period another writer served
+        since the eligibility check becomes `already_served` naming that handover; a face
+        check past the attempt limit (another screen or process used the last one) is
+        refused. The served ledger's UNIQUE index backs the first rule up.
+        """
+        self._earlier = None
+        if entry is not None and v.decision in FACE_DECISIONS:
+            self._check_attempts(officer_id, entry)
+        if v.decision not in ("match", "manual") or override:
+            return v
+        earlier = self.store.served_by(v.kpm_id, v.programme, v.period)
+        if earlier is None:
+            return v
+        self._earlier = earlier
+        return replace(
+            v,
+            decision="already_served",
+            reason=f"{ALREADY_SERVED}: {v.programme} {v.period} handed over "
+            f"{describe_earlier(earlier)} (while this verification ran)",
+            score=None,
+            threshold=None,
+            frames_used=0,
+            evidence=None,
+            liveness=None,
+        )
 
     def _override(self, entry: RosterEntry, earlier: Mapping[str, Any], manual_reason: str) -> str:
         """A manual handover over an earlier one: only after the refusal was recorded.
@@ -336,4 +428,12 @@ def _liveness_answer(liveness: Mapping[str, Any] | None) -> dict[str, Any] | Non
     return out
 
 
-__all__ = ["BadRequest", "OutboxFull", "Request", "Verifier", "parse_request"]
+__all__ = [
+    "FAILED_DECISIONS",
+    "AttemptsUsed",
+    "BadRequest",
+    "OutboxFull",
+    "Request",
+    "Verifier",
+    "parse_request",
+]

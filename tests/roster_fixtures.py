@@ -68,14 +68,15 @@ def make_verification(
 
 
 def fill_store(
-    store: Store, key: SigningKey, n: int, hq_box: PublicKey | None = None
+    store: Store, key: SigningKey, n: int, hq_box: PublicKey | None = None, start: int = 1
 ) -> list[dict[str, Any]]:
-    """Append n signed, chained records through Store.append; returns them."""
+    """Append n signed, chained records through Store.append (with the signed head, as the
+    kiosk writes them); returns them."""
     device_id = device_id_for(key.verify_key)
     out = []
-    for i in range(1, n + 1):
+    for i in range(start, start + n):  # KPM-<i>: a KPM is served once per period
         v = make_verification(i, hq_box=hq_box)
-        out.append(store.append(record_builder(v, device_id, key)))
+        out.append(store.append(record_builder(v, device_id, key), head_key=key))
     return out
 
 

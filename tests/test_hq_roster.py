@@ -46,15 +46,19 @@ def test_parse_kpm_csv_places() -> None:
         ("kpm_id,period\nK1,2026-11\n", "line 1: header: missing programme"),
         ("kpm_id,programme,period\nK 1,pkh,2026-11\n", "line 2: kpm_id: expected an id"),
         (
-            "kpm_id,programme,period,lat,lon,radius_m\nK1,pkh,p,-7,,\n",
+            "kpm_id,programme,period,lat,lon,radius_m\nK1,pkh,2026-11,-7,,\n",
             "line 2: lat/lon/radius_m: give all three",
         ),
         (
-            "kpm_id,programme,period,lat,lon,radius_m\nK1,pkh,p,-97,1,5\n",
+            "kpm_id,programme,period,lat,lon,radius_m\nK1,pkh,2026-11,-97,1,5\n",
             "line 2: lat: expected -90..90",
         ),
-        ("kpm_id,programme,period,place\nK1,pkh,p,{nope\n", "line 2: place: not valid JSON"),
-        ("kpm_id,programme,period\nK1,pkh,p\nK1,pkh,p\n", "line 3: kpm_id: duplicate K1/pkh/p"),
+        ("kpm_id,programme,period,place\nK1,pkh,2026-11,{nope\n", "line 2: place: not valid JSON"),
+        (
+            "kpm_id,programme,period\nK1,pkh,2026-11\nK1,pkh,2026-11\n",
+            "line 3: kpm_id: duplicate K1/pkh/2026-11",
+        ),
+        ("kpm_id,programme,period\nK1,pkh,December\n", "line 2: period: expected a period YYYY-MM"),
         ("kpm_id,programme,period\nK1,pkh,p,extra\n", "line 2: more cells than header"),
         ("kpm_id,programme,period\n", "no KPM rows"),
     ],

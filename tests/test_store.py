@@ -75,7 +75,7 @@ def test_failed_build_leaves_nothing(store: Store) -> None:
     assert store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 2
     assert not store.conn.in_transaction
     # and the store still works afterwards
-    fill_store(store, key, 1)
+    fill_store(store, key, 1, start=3)
     assert verify_chain(store.iter_records(), key.verify_key)[1] is None
 
 
@@ -116,7 +116,7 @@ def test_purge_keeps_chain_anchored(store: Store) -> None:
     assert store.purge_acked(acked_before=1000) == 6
     assert store.record_count() == 0
     assert store.chain_head() == (10, record_hash(recs[-1]))
-    new = fill_store(store, key, 1)[0]
+    new = fill_store(store, key, 1, start=11)[0]
     assert new["seq"] == 11 and new["prev_hash"] == record_hash(recs[-1])
 
 
@@ -146,7 +146,7 @@ def test_concurrent_appends_from_two_connections(tmp_path: Path) -> None:
 
     def work(s: Store) -> None:
         try:
-            fill_store(s, key, 40)
+            fill_store(s, key, 40, start=1 if s is a else 41)  # different KPMs
         except BaseException as exc:
             errors.append(exc)
 

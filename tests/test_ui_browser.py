@@ -63,6 +63,11 @@ def _check_session_rules(w: UiWorld, token: Any) -> None:
     before = w.count(RECORDS)
     code, body = _call(w, "POST", "/v1/verify", token, {"kpm_id": "KPM-0002"})
     assert code == 409 and body["error_key"] == "attempts_used" and body["manual_allowed"]
+    # the limit is the verification flow's, not the screen's: the token-less API refuses too
+    code, body = request_json(
+        w.listen, "POST", "/v1/verify", {"kpm_id": "KPM-0002", "officer_id": "officer-007"}
+    )
+    assert code == 409 and body["error_key"] == "attempts_used", body
     code, body = _call(w, "POST", "/v1/verify", "forged", {"kpm_id": "KPM-0002"})
     assert code == 401
     code, body = _call(

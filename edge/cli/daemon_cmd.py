@@ -12,11 +12,15 @@ import click
 from edge.api import request_json
 from edge.cli.common import config_option, emit_json, get_config, json_option
 from edge.config import Config
-from edge.errors import EXIT_MISSING, EXIT_NEGATIVE, BadInput, DeviceMissing
+from edge.errors import EXIT_MISSING, EXIT_NEGATIVE, BadInput, DeviceMissing, EdgeError
 from edge.keys import device_id_for, load_signing_key
 from edge.store import Store
 
 POSITIVE = ("match", "manual")
+
+
+class AttemptsRefused(EdgeError):
+    exit_code = EXIT_NEGATIVE
 
 
 @click.command("run")
@@ -68,6 +72,8 @@ def verify_cmd(
         code, answer = request_json(cfg.api.listen, "POST", "/v1/verify", request, timeout=120)
         if code == 400:
             raise BadInput(answer.get("error", "bad request"))
+        if code == 409:  # face attempts used: a negative answer, only manual may follow
+            raise AttemptsRefused(answer.get("error", "face attempts used"))
         if code >= 500:
             raise DeviceMissing(f"daemon: {answer.get('error', code)}")
     else:

@@ -139,6 +139,29 @@ def roster_group() -> None:
     """Roster bundles for kiosks."""
 
 
+def _registered_kiosk(cfg: Any, device_id: str) -> None:
+    """--device must be a kiosk id (kiosk- + 16 hex) that HQ's registry holds (exit 2)."""
+    import re
+
+    from edge.hq.registry import get_device
+
+    if not re.fullmatch(r"kiosk-[0-9a-f]{16}", device_id):
+        raise BadInput(
+            f"--device {device_id!r}: not a kiosk id (expected kiosk- and 16 hex digits, "
+            "as `edge keys show` prints, or * for any kiosk)"
+        )
+    db = database(cfg)
+    try:
+        found = get_device(db, device_id)
+    finally:
+        db.close()
+    if found is None:
+        raise BadInput(
+            f"--device {device_id}: not registered at HQ (`edge hq device add {device_id} "
+            "<public key>` first)"
+        )
+
+
 @roster_group.command("build")
 @hq_config_option
 @click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
@@ -195,6 +218,8 @@ def roster_build(
     except UnicodeDecodeError:
         raise BadInput(f"{csv_path}: not UTF-8 text") from None
     rows = parse_kpm_csv(text, str(csv_path))
+    if device_id != "*":
+        _registered_kiosk(cfg, device_id)
     if not photos.is_dir():
         raise BadInput(f"{photos}: not a directory of reference photos")
     window = _window(valid_from, valid_until)
@@ -356,6 +381,13 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
         click.echo(
             f"{dev}: {d['records']} records, last seq {d['last_seq']}, missing {d['missing']}, "
             f"forks {len(d['forks'])}, bad signatures {d['bad_signatures']}"
+            + (
+                f", MISSING TAIL seq {d['missing_tail'][0]}-{d['missing_tail'][1]} (the kiosk "
+                f"signed a head at {d['missing_tail'][1]})"
+                if d.get("missing_tail")
+                else ""
+            )
+            + (", HEAD MISMATCH" if d.get("head_mismatch") else "")
         )
     for p in report["periods"]:
         click.echo(

@@ -21,6 +21,19 @@ def init(force: bool, as_json: bool) -> None:
     """Make the device key (mode 0600) in the state directory."""
     cfg = get_config()
     key = init_device_key(cfg.device.key_path, force=force)
+    if force and cfg.device.db_path.exists() and cfg.device.db_path.stat().st_size:
+        # the admin chose a new identity: the store's head is now signed by the new key
+        # (otherwise the daemon would refuse the store as not this device's)
+        from edge.integrity import write_marker
+        from edge.store import Store
+
+        store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
+        try:
+            store.sign_current_head(key, device_id_for(key.verify_key))
+            store.log_event("device_key_replaced", device_id=device_id_for(key.verify_key))
+        finally:
+            store.close()
+        write_marker(cfg.device.db_path, device_id_for(key.verify_key))
     info = {
         "device_id": device_id_for(key.verify_key),
         "public_key": b64(bytes(key.verify_key)),

@@ -25,6 +25,12 @@ def open_store() -> Store:
         raise DeviceMissing(
             f"{cfg.device.db_path}: no database yet (the daemon or `edge verify` creates it)"
         )
+    if cfg.device.db_path.stat().st_size == 0:
+        # opening would write an empty schema into it; a zero-byte store is a lost one
+        raise DeviceMissing(
+            f"{cfg.device.db_path}: the store is empty (0 bytes): its records, roster and "
+            "served ledger are lost; `edge run` refuses it (see README, lost store)"
+        )
     return Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
 
 
@@ -64,8 +70,15 @@ def list_cmd(limit: int, as_json: bool) -> None:
 @json_option
 def verify_cmd(public_key: str | None, as_json: bool) -> None:
     """Check every signature and the whole chain; exit 1 naming the first bad seq."""
-    store = open_store()
     cfg = get_config()
+    if cfg.device.db_path.exists() and cfg.device.db_path.stat().st_size == 0:
+        why = "the store is empty (0 bytes): every record is gone"
+        if as_json:
+            emit_json({"ok": False, "checked": 0, "first_bad_seq": 1, "reason": why})
+        else:
+            click.echo(f"FAILED at seq 1: {why}")
+        sys.exit(EXIT_NEGATIVE)
+    store = open_store()
     if public_key:
         try:
             vk = verify_key_from_b64(public_key)
@@ -74,6 +87,11 @@ def verify_cmd(public_key: str | None, as_json: bool) -> None:
     else:
         vk = load_signing_key(cfg.device.key_path).verify_key
     count, problem = audit_store(store, vk)
+    if problem is None:
+        # what the rows alone cannot show: a chain cut short of its signed head
+        from edge.integrity import head_fault
+
+        problem = head_fault(store, vk, device_id_for(vk))
     result = {
         "ok": problem is None,
         "checked": count,
@@ -144,6 +162,43 @@ def audit_store(store: Store, vk: VerifyKey) -> tuple[int, ChainProblem | None]:
             if head_hash and head_hash != store.chain_head()[1]:
                 problem = ChainProblem(last, "newest record differs from the one committed")
     return count, problem
+
+
+@records_group.command("init")
+@config_option
+@click.option(
+    "--i-know-the-store-is-lost",
+    "lost",
+    is_flag=True,
+    help="Required: accept the store as it is now (or empty) and sign its head.",
+)
+@json_option
+def init_cmd(lost: bool, as_json: bool) -> None:
+    """An admin's decision after the daemon refused a lost, emptied, truncated or corrupted
+    store: keep what is there (a corrupted file is moved aside), sign its head, go on."""
+    from edge.integrity import LOST_FLAG, declare_store_lost
+
+    if not lost:
+        raise BadInput(
+            f"records init: give {LOST_FLAG} to accept that records not acked by HQ, the "
+            "roster and the served ledger of this store may be lost"
+        )
+    cfg = get_config()
+    key = load_signing_key(cfg.device.key_path)
+    done = declare_store_lost(
+        cfg.device.db_path, cfg.store.busy_timeout_ms, key, device_id_for(key.verify_key)
+    )
+    if as_json:
+        emit_json(done)
+        return
+    if done.get("moved_aside"):
+        click.echo(f"corrupted store moved aside to {done['moved_aside']}")
+    if done.get("problem"):
+        click.echo(f"was: {done['problem']}")
+    click.echo(
+        f"{cfg.device.db_path}: head signed at seq {done['head']['seq']}; HQ will flag the "
+        "records it holds beyond this point as a missing tail"
+    )
 
 
 @records_group.command("export")

@@ -10,6 +10,7 @@ from nacl.signing import VerifyKey
 from edge.cli.common import config_option, emit_json, get_config, json_option
 from edge.cli.records_cmd import open_store
 from edge.config import Config, ConfigError
+from edge.errors import DeviceMissing
 from edge.keys import device_id_for, load_signing_key, verify_key_from_b64
 from edge.roster import load_bundle_file, parse_bundle, verify_bundle
 from edge.store import Store
@@ -41,10 +42,18 @@ def import_cmd(file: Path, as_json: bool) -> None:
     """Verify a signed bundle (HQ key, embedder, device) and store its entries."""
     cfg = get_config()
     obj = load_bundle_file(file)
-    parse_bundle(obj, str(file))  # a malformed file is named before models or keys are read
+    parsed = parse_bundle(obj, str(file))  # a malformed file is named before models or keys
     device_id = None
     if cfg.device.key_path.exists():
         device_id = device_id_for(load_signing_key(cfg.device.key_path).verify_key)
+    elif parsed.device_id != "*":
+        # without a key this kiosk has no id to compare: a bundle built for another kiosk
+        # would be imported and served
+        raise DeviceMissing(
+            f"{file}: device_id: bundle is for {parsed.device_id}, and this kiosk has no "
+            f"device key yet ({cfg.device.key_path}); run `edge keys init` and register the "
+            "kiosk at HQ first"
+        )
     bundle = verify_bundle(obj, hq_verify_key(cfg), embedder_sha256(cfg), device_id, str(file))
     store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
     n = store.import_bundle(bundle)

@@ -27,6 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
 from edge.hq.config import HqSettings
 from edge.hq.db import Database
+from edge.hq.heads import handle_status, status_device, status_subscription
 from edge.hq.mqtt_tls import apply_tls
 from edge.hq.registry import KeyCache
 from edge.hq.store import BatchResult, Incoming, store_batch
@@ -114,6 +115,10 @@ class IngestWorker:
             return
         self._generation += 1
         client.subscribe(records_subscription(self.settings), options=SubscribeOptions(qos=1))
+        b = self.settings.broker  # signed heads in the kiosks' status (edge/hq/heads.py)
+        client.subscribe(
+            status_subscription(b.share_group, b.topic_prefix), options=SubscribeOptions(qos=1)
+        )
         log.info("ingest %s connected", self.settings.broker.client_id)
 
     def _on_subscribe(
@@ -259,6 +264,9 @@ class IngestWorker:
                 if self._stop.is_set():
                     break
                 continue
+            raw = self._heads(raw)
+            if not raw:
+                continue
             self.stats.received += len(raw)
             batch = [self._check(m) for _gen, m in raw]
             result = self.commit(batch)
@@ -283,6 +291,19 @@ class IngestWorker:
                 log.warning("quarantined a message from %s: %s", _device, reason)
             if self.on_batch is not None:
                 self.on_batch(result)
+
+    def _heads(self, raw: list[tuple[int, mqtt.MQTTMessage]]) -> list[tuple[int, mqtt.MQTTMessage]]:
+        """Status messages go to edge.hq.heads (and are PUBACKed); records go on."""
+        prefix = self.settings.broker.topic_prefix
+        rest = []
+        for gen, m in raw:
+            if status_device(m.topic, prefix) is None:
+                rest.append((gen, m))
+                continue
+            handle_status(self.db, m.topic, bytes(m.payload), prefix, self.keys)
+            if m.qos > 0 and gen == self._generation:
+                self.client.ack(m.mid, m.qos)
+        return rest
 
     def _publish_acks(self, result: BatchResult) -> None:
         by_device: dict[str, list[str]] = defaultdict(list)

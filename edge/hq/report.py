@@ -23,6 +23,7 @@ from edge.hq.checks import (
     summarise_chain,
 )
 from edge.hq.db import Database
+from edge.hq.heads import heads_by_device, missing_tail
 from edge.hq.store import audit
 from edge.hq.suspects import (
     FMR_1E4_THRESHOLD,
@@ -88,7 +89,24 @@ def device_report(db: Database) -> dict[str, Any]:
         d["quarantined"][str(reason)] = int(n)
         if reason == BAD_SIGNATURE:
             d["bad_signatures"] = int(n)
+    _heads(db, out)
     return out
+
+
+def _heads(db: Database, out: dict[str, Any]) -> None:
+    """Each device's newest signed head HQ has seen, and the tail its records lack."""
+    heads = heads_by_device(db)
+    for device, d in out.items():
+        head = heads.get(device)
+        d["head_seen"] = head
+        d["missing_tail"] = missing_tail(int(d.get("last_seq") or 0), head)
+        d["head_mismatch"] = False
+        if head is not None and d["missing_tail"] is None:
+            row = db.one(
+                "SELECT COUNT(*) FROM records WHERE device_id = ? AND seq = ? AND hash = ?",
+                (device, head["seq"], head["hash"]),
+            )
+            d["head_mismatch"] = head["seq"] > 0 and not (row and int(row[0]))
 
 
 def period_report(db: Database) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import numpy as np
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
+from edge.period import period_problem
 from edge.records import PROGRAMMES, utc_iso
 from edge.roster import (
     BUNDLE_VERSION,
@@ -102,9 +103,10 @@ def parse_kpm_csv(text: str, source: str = "<csv>") -> list[KpmRow]:
         kpm_id, programme, period = (
             str(row[k] or "").strip() for k in ("kpm_id", "programme", "period")
         )
-        for col, value in (("kpm_id", kpm_id), ("period", period)):
-            if not _ID.match(value):
-                raise BadInput(f"{source}: line {line}: {col}: expected an id, got {value!r}")
+        if not _ID.match(kpm_id):
+            raise BadInput(f"{source}: line {line}: kpm_id: expected an id, got {kpm_id!r}")
+        if period_problem(period) is not None:
+            raise BadInput(f"{source}: line {line}: period: {period_problem(period)}")
         if programme not in PROGRAMMES:
             raise BadInput(
                 f"{source}: line {line}: programme: expected one of {', '.join(PROGRAMMES)}, "

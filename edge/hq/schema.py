@@ -101,6 +101,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "006_device_heads",
+        [
+            # the newest signed head each kiosk published in its status (edge/hq/heads.py)
+            """CREATE TABLE device_heads (
+                device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
+                seq {bigint} NOT NULL,
+                hash TEXT NOT NULL,
+                signed_at TEXT NOT NULL,
+                received_at {real} NOT NULL,
+                body TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

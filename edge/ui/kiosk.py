@@ -25,7 +25,6 @@ from edge.roster import RosterEntry, format_utc
 from edge.ui.guidance import guidance_code
 from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers
 from edge.ui.scan import first_code
-from edge.verification import FAILED_DECISIONS
 
 if TYPE_CHECKING:
     from edge.daemon import Daemon
@@ -52,7 +51,8 @@ def _err(code: int, key: str, message: str, **extra: Any) -> Reply:
 
 
 class KioskUi:
-    """Sessions, attempt counts and the screen's endpoints over one running daemon."""
+    """Sessions and the screen's endpoints over one running daemon (face attempts are
+    counted in the store and limited by the verification flow, for every caller)."""
 
     def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.time) -> None:
         self.daemon = daemon
@@ -61,7 +61,6 @@ class KioskUi:
         self._book: OfficerBook | None = None
         self._book_error: str | None = None
         self._book_key: tuple[str, float] | None = None
-        self._attempts: dict[tuple[str, str], int] = {}
         self._last_preview: bytes | None = None
 
     # -- officers file ---------------------------------------------------------
@@ -218,7 +217,11 @@ class KioskUi:
             current=store.current_periods(now),
         )
         entry = elig.entry
-        attempts = self._attempts.get((session.officer.id, kpm_id), 0)
+        attempts = (
+            store.attempts_used(session.officer.id, kpm_id, entry.programme, entry.period)
+            if entry is not None
+            else 0
+        )
         # the screen words the refusal itself (in its language) from reason_code and these
         # fields; `reason` is the daemon's English detail, for logs and the API
         return Reply(
@@ -320,28 +323,19 @@ class KioskUi:
         if not isinstance(kpm_id, str) or not ID_RE.match(kpm_id):
             return _err(400, "bad_kpm_id", "kpm_id: expected 1-64 letters, digits or ._:/-")
         request = {**body, "officer_id": session.officer.id}
-        # per officer and KPM, so signing out and in again gives no fresh attempts
-        key = (session.officer.id, kpm_id)
         max_attempts = self.daemon.cfg.ui.max_attempts
-        with self.lock:
-            used = self._attempts.get(key, 0)
-        if request.get("manual_reason") is None and used >= max_attempts:
-            return _err(
-                409,
-                "attempts_used",
-                f"{max_attempts} face attempts used: check the ID card and record a manual handover",
-                manual_allowed=True,
-            )
+        # the verification flow refuses a face check past the limit (409 attempts_used);
+        # attempts are counted in the store per officer, KPM and period, so neither a
+        # restart nor signing out and in again gives fresh ones
         code, answer = self.daemon.verify(request)
         if code != 200:
-            error_key = VERIFY_ERROR_KEYS.get(code, "verify_failed")
+            error_key = answer.get("error_key") or VERIFY_ERROR_KEYS.get(code, "verify_failed")
             return Reply(code, {**answer, "error_key": error_key})
-        with self.lock:
-            if answer.get("decision") in FAILED_DECISIONS:
-                self._attempts[key] = self._attempts.get(key, 0) + 1
-            elif answer.get("decision") in ("match", "manual"):
-                self._attempts.pop(key, None)
-            attempts = self._attempts.get(key, 0)
+        attempts = self.daemon.store.attempts_used(
+            session.officer.id, kpm_id, str(answer["programme"]), str(answer["period"])
+        )
+        if answer.get("decision") in ("match", "manual"):
+            attempts = 0  # handed over: nothing left to attempt
         out = dict(answer)
         out.update(
             {
