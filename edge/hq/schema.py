@@ -101,6 +101,31 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        # Quarantine keeps a bounded prefix of a rejected payload, its size and sha256
+        # (a kiosk could otherwise fill HQ's database with megabytes per message).
+        "006_quarantine_bounded",
+        [
+            "ALTER TABLE quarantine ADD COLUMN payload_size {bigint}",
+            "ALTER TABLE quarantine ADD COLUMN payload_sha256 TEXT",
+        ],
+    ),
+    (
+        # Each kiosk's last status as HQ saw it: its chain head and how long its oldest
+        # PUBACKed record has waited for HQ's ack (records the broker accepted but HQ
+        # never got show up against it).
+        "007_device_status",
+        [
+            """CREATE TABLE device_status (
+                device_id TEXT PRIMARY KEY,
+                seen_at {real} NOT NULL,
+                state TEXT NOT NULL,
+                head_seq {bigint},
+                sent {bigint},
+                oldest_sent_age_s {real}
+            )""",
+        ],
+    ),
 ]
 
 

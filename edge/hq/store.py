@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.hq.checks import ID_CONFLICT, Accepted, Link, Rejected, dedup, link_issues
 from edge.hq.db import Database
@@ -44,16 +45,23 @@ class BatchResult:
         return self.stored + self.duplicates
 
 
+QUARANTINE_PREFIX = 4096  # bytes of a rejected payload kept (with its size and sha256)
+
+
 def _quarantine(db: Database, msg: Incoming, reason: str, detail: str, now: float) -> None:
     digest = hashlib.sha256(msg.topic.encode() + b"\0" + msg.payload).hexdigest()
     db.execute(
         """INSERT INTO quarantine (payload_hash, topic, device_id, reason, detail, payload,
-                                   first_at, last_at, seen)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+                                   payload_size, payload_sha256, first_at, last_at, seen)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
            ON CONFLICT (payload_hash) DO UPDATE
            SET seen = quarantine.seen + 1, last_at = excluded.last_at""",
-        (digest, msg.topic, msg.device_id, reason, detail, msg.payload, now, now),
-    )
+        (
+            digest, msg.topic[:512], msg.device_id[:128], reason, detail[:1000],
+            msg.payload[:QUARANTINE_PREFIX], len(msg.payload),
+            hashlib.sha256(msg.payload).hexdigest(), now, now,
+        ),
+    )  # fmt: skip
 
 
 def _device_links(db: Database, device_id: str, lo: int, hi: int) -> list[Link]:
@@ -196,3 +204,53 @@ def audit(
             "INSERT INTO audit (at, actor, action, record_id, detail) VALUES (?, ?, ?, ?, ?)",
             (time.time(), actor, action, record_id, json.dumps(detail, sort_keys=True)),
         )
+
+
+MAX_STATUS_BYTES = 64 * 1024
+
+
+def _int_or_none(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62 else None
+
+
+def store_status(db: Database, device_id: str, payload: bytes, now: float | None = None) -> bool:
+    """Keep a kiosk's latest retained status (chain head, PUBACKed-not-acked age); False if
+    it is not a status document (ignored: a status never blocks or breaks ingest)."""
+    if len(payload) > MAX_STATUS_BYTES:
+        return False
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict) or doc.get("device_id") != device_id:
+        return False
+    state = doc.get("state")
+    if state not in ("online", "offline"):
+        return False
+    raw_queue = doc.get("queue")
+    queue: dict[str, Any] = raw_queue if isinstance(raw_queue, dict) else {}
+    age = queue.get("oldest_sent_age_s")
+    age_f = float(age) if isinstance(age, int | float) and not isinstance(age, bool) else None
+    at = time.time() if now is None else now
+    with db.tx():
+        if state == "offline":  # the last will carries no figures: keep the last ones
+            db.execute(
+                """INSERT INTO device_status (device_id, seen_at, state) VALUES (?, ?, ?)
+                   ON CONFLICT (device_id) DO UPDATE SET seen_at = excluded.seen_at,
+                   state = excluded.state""",
+                (device_id, at, state),
+            )
+        else:
+            db.execute(
+                """INSERT INTO device_status (device_id, seen_at, state, head_seq, sent,
+                                              oldest_sent_age_s)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (device_id) DO UPDATE SET seen_at = excluded.seen_at,
+                   state = excluded.state, head_seq = excluded.head_seq, sent = excluded.sent,
+                   oldest_sent_age_s = excluded.oldest_sent_age_s""",
+                (
+                    device_id, at, state, _int_or_none(queue.get("head_seq")),
+                    _int_or_none(queue.get("sent")), age_f,
+                ),
+            )  # fmt: skip
+    return True
