@@ -31,7 +31,7 @@ from edge.hq.suspects import (
     Face,
     find_suspects,
 )
-from edge.records import open_evidence
+from edge.records import open_evidence, utc_iso
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")
@@ -42,7 +42,8 @@ def device_report(db: Database) -> dict[str, Any]:
     for (device_id,) in db.rows("SELECT device_id FROM devices ORDER BY device_id"):
         out[str(device_id)] = {
             "records": 0, "last_seq": 0, "gaps": [], "missing": 0, "forks": [],
-            "bad_signatures": 0, "quarantined": {},
+            "unverified_links": [], "compromised": False, "bad_signatures": 0,
+            "quarantined": {},
         }  # fmt: skip
 
     def flush(device: str | None, links: list[Link]) -> None:
@@ -56,6 +57,13 @@ def device_report(db: Database) -> dict[str, Any]:
             gaps=[list(g) for g in s.gaps],
             missing=s.missing,
             forks=s.forks,
+            # the first seq after each gap: its prev_hash names a record HQ does not hold,
+            # so the link cannot be checked until that record arrives (a made-up link
+            # shows here, and as a fork once the real predecessor is stored)
+            unverified_links=[b + 1 for _a, b in s.gaps],
+            # two records at one seq, or a broken link: the device key signed both sides,
+            # so it is cloned or a backup was restored; revoke and investigate
+            compromised=bool(s.forks),
         )
 
     current: str | None = None
@@ -81,6 +89,8 @@ def device_report(db: Database) -> dict[str, Any]:
                 "gaps": [],
                 "missing": 0,
                 "forks": [],
+                "unverified_links": [],
+                "compromised": False,
                 "bad_signatures": 0,
                 "quarantined": {},
             },
@@ -88,7 +98,29 @@ def device_report(db: Database) -> dict[str, Any]:
         d["quarantined"][str(reason)] = int(n)
         if reason == BAD_SIGNATURE:
             d["bad_signatures"] = int(n)
+    _kiosk_heads(db, out)
     return out
+
+
+def _kiosk_heads(db: Database, out: dict[str, Any]) -> None:
+    """Set each device's `kiosk` (its last status) and `not_at_hq`: seqs the kiosk holds
+    that HQ does not (gaps, plus the tail past HQ's last seq). With the kiosk's
+    `oldest_sent_age_s` well past its resend interval, those are records the broker
+    PUBACKed that never reached a worker."""
+    for dev, seen, state, head, sent, age in db.rows(
+        "SELECT device_id, seen_at, state, head_seq, sent, oldest_sent_age_s FROM device_status"
+    ):
+        d = out.get(str(dev))
+        if d is None:  # a status from a device HQ does not know: not a device of the report
+            continue
+        d["kiosk"] = {
+            "state": str(state), "seen_at": utc_iso(float(seen)),
+            "head_seq": None if head is None else int(head),
+            "sent": None if sent is None else int(sent),
+            "oldest_sent_age_s": None if age is None else float(age),
+        }  # fmt: skip
+        behind = max(0, int(head) - int(d.get("last_seq", 0))) if head is not None else 0
+        d["not_at_hq"] = int(d.get("missing", 0)) + behind
 
 
 def period_report(db: Database) -> list[dict[str, Any]]:

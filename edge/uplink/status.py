@@ -42,6 +42,8 @@ def online_status(
                 "sent": stats.sent,
                 "bytes": stats.depth_bytes,
                 "oldest_pending_age_s": stats.oldest_pending_age_s,
+                "oldest_sent_age_s": stats.oldest_sent_age_s,
+                "head_seq": stats.head_seq,
                 "full": stats.full,
                 "rejected_by_broker": rejected,
             },
