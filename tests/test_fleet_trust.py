@@ -404,3 +404,18 @@ def test_hq_sees_records_a_kiosk_holds_that_never_arrived(pki: Pki, tmp_path: Pa
     assert dev["gaps"] == [[11, 12]] and dev["last_seq"] == 15
     assert dev["not_at_hq"] == 3
     assert dev["kiosk"]["head_seq"] == 16 and dev["kiosk"]["oldest_sent_age_s"] == 400.0
+
+
+def test_ingest_without_hq_signing_key_refuses_to_start(tmp_path: Path) -> None:
+    """No key, no unsigned acks: the worker stops at start with a message naming the file."""
+    from edge.errors import DeviceMissing
+    from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, KeysConfig
+
+    settings = HqSettings(
+        broker=BrokerConfig(tls=False),
+        database=DatabaseConfig(url=str(tmp_path / "hq.db")),
+        keys=KeysConfig(dir=str(tmp_path / "no-keys")),
+    )
+    worker = IngestWorker(settings, open_database(settings.database.url))
+    with pytest.raises(DeviceMissing, match=r"hq-signing\.key: no key file: HQ ingest signs"):
+        worker.start()

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.errors import DeviceMissing
 from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
 from edge.hq.config import HqSettings
 from edge.hq.db import Database
@@ -157,7 +158,15 @@ class IngestWorker:
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         if self.signing_key is None:
-            self.signing_key = load_hq_signing(Path(self.settings.keys.dir))
+            key_dir = Path(self.settings.keys.dir)
+            try:
+                self.signing_key = load_hq_signing(key_dir)
+            except DeviceMissing as exc:
+                why = str(exc).split(" (run ", 1)[0]  # the kiosk's hint does not apply here
+                raise DeviceMissing(
+                    f"{why}: HQ ingest signs every ack with HQ's signing key (run `edge hq"
+                    f" keys init`, or set [keys] dir in {self.settings.source})"
+                ) from None
         b = self.settings.broker
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = b.session_expiry_s

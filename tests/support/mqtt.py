@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,17 +164,18 @@ class Pki:
         _write_key(root / "ca.key", self.ca_key)
         self._server: ClientTls | None = None
         self._clients: dict[str, ClientTls] = {}
-        self._listeners: list[Callable[[str], None]] = []
+        # weak: a finished test's broker drops out once it is garbage
+        self._listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
 
     def on_issue(self, fn: Callable[[str], None]) -> None:
-        """Call `fn(cn)` for every client certificate issued from now on (brokers register it)."""
+        """Call `fn(cn)` (a bound method, held weakly) for every client certificate issued
+        from now on: brokers register the new identity in their ACL."""
         with self._lock:
-            self._listeners.append(fn)
+            self._listeners.append(weakref.WeakMethod(fn))  # type: ignore[arg-type]
 
     def forget(self, fn: Callable[[str], None]) -> None:
         with self._lock:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
+            self._listeners = [w for w in self._listeners if w() not in (None, fn)]
 
     def issued(self) -> list[str]:
         """The CNs of every client certificate issued so far."""
@@ -236,10 +238,13 @@ class Pki:
             new = cn not in self._clients
             if new:
                 self._clients[cn] = self._issue(cn, "client-" + safe_name(cn), False)
-            tls, listeners = self._clients[cn], list(self._listeners)
+            tls = self._clients[cn]
+            self._listeners = [w for w in self._listeners if w() is not None]
+            listeners = [w() for w in self._listeners]
         if new:
             for fn in listeners:
-                fn(cn)
+                if fn is not None:
+                    fn(cn)
         return tls
 
 
