@@ -32,7 +32,7 @@ from edge.hq.db import Database
 from edge.hq.keys import load_hq_signing
 from edge.hq.mqtt_tls import apply_tls
 from edge.hq.registry import KeyCache
-from edge.hq.store import BatchResult, Incoming, store_batch, store_status
+from edge.hq.store import BatchResult, Incoming, store_batch
 from edge.uplink.acks import sign_ack
 from edge.uplink.wire import WireError, WireTooLarge, decode
 
@@ -45,16 +45,10 @@ def records_subscription(settings: HqSettings) -> str:
     return f"$share/{b.share_group}/{b.topic_prefix}/+/records"
 
 
-def status_subscription(settings: HqSettings) -> str:
-    """Kiosks' retained statuses, shared like the records (each worker keeps what it gets)."""
-    b = settings.broker
-    return f"$share/{b.share_group}/{b.topic_prefix}/+/status"
-
-
-def topic_device(topic: str, prefix: str, leaf: str = "records") -> str | None:
-    """The <id> of `<prefix>/<id>/<leaf>`, or None for any other topic."""
+def topic_device(topic: str, prefix: str) -> str | None:
+    """The <id> of `<prefix>/<id>/records`, or None for any other topic."""
     parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == prefix and parts[2] == leaf and parts[1]:
+    if len(parts) == 3 and parts[0] == prefix and parts[2] == "records" and parts[1]:
         return parts[1]
     return None
 
@@ -124,22 +118,15 @@ class IngestWorker:
             log.error("broker refused HQ ingest: %s", rc)
             return
         self._generation += 1
-        client.subscribe(
-            [
-                (records_subscription(self.settings), SubscribeOptions(qos=1)),
-                (status_subscription(self.settings), SubscribeOptions(qos=1)),
-            ]
-        )
+        client.subscribe(records_subscription(self.settings), options=SubscribeOptions(qos=1))
         log.info("ingest %s connected", self.settings.broker.client_id)
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any = None
     ) -> None:
-        if not codes or getattr(codes[0], "is_failure", False):
+        if any(getattr(rc, "is_failure", False) for rc in codes):
             log.error("broker refused the records subscription: %s", codes)
             return
-        if len(codes) > 1 and getattr(codes[1], "is_failure", False):
-            log.warning("broker refused the status subscription (%s): no kiosk heads", codes[1])
         self._connected.set()
         log.info(
             "ingest %s subscribed to %s",
@@ -280,29 +267,11 @@ class IngestWorker:
             total.forks += part.forks
         return total
 
-    def _statuses(self, raw: list[tuple[int, mqtt.MQTTMessage]]) -> None:
-        """Keep each kiosk's latest status (see store_status), then PUBACK it."""
-        prefix = self.settings.broker.topic_prefix
-        for gen, m in raw:
-            device = topic_device(m.topic, prefix, "status")
-            try:
-                if device is not None and m.payload:
-                    store_status(self.db, device, bytes(m.payload))
-            except Exception as exc:  # a status is information; never stop ingest for it
-                log.warning("status from %s not kept: %s", device, exc)
-            if m.qos > 0 and gen == self._generation:
-                self.client.ack(m.mid, m.qos)
-
     def _run(self) -> None:
-        prefix = self.settings.broker.topic_prefix
         while not (self._stop.is_set() and self._queue.empty()):
             raw = self._take_batch()
-            statuses = [x for x in raw if topic_device(x[1].topic, prefix, "status")]
-            if statuses:
-                self._statuses(statuses)
-                raw = [x for x in raw if not topic_device(x[1].topic, prefix, "status")]
             if not raw:
-                if self._stop.is_set() and self._queue.empty():
+                if self._stop.is_set():
                     break
                 continue
             self.stats.received += len(raw)

@@ -31,7 +31,7 @@ from edge.hq.suspects import (
     Face,
     find_suspects,
 )
-from edge.records import open_evidence, utc_iso
+from edge.records import open_evidence
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")
@@ -98,29 +98,7 @@ def device_report(db: Database) -> dict[str, Any]:
         d["quarantined"][str(reason)] = int(n)
         if reason == BAD_SIGNATURE:
             d["bad_signatures"] = int(n)
-    _kiosk_heads(db, out)
     return out
-
-
-def _kiosk_heads(db: Database, out: dict[str, Any]) -> None:
-    """Set each device's `kiosk` (its last status) and `not_at_hq`: seqs the kiosk holds
-    that HQ does not (gaps, plus the tail past HQ's last seq). With the kiosk's
-    `oldest_sent_age_s` well past its resend interval, those are records the broker
-    PUBACKed that never reached a worker."""
-    for dev, seen, state, head, sent, age in db.rows(
-        "SELECT device_id, seen_at, state, head_seq, sent, oldest_sent_age_s FROM device_status"
-    ):
-        d = out.get(str(dev))
-        if d is None:  # a status from a device HQ does not know: not a device of the report
-            continue
-        d["kiosk"] = {
-            "state": str(state), "seen_at": utc_iso(float(seen)),
-            "head_seq": None if head is None else int(head),
-            "sent": None if sent is None else int(sent),
-            "oldest_sent_age_s": None if age is None else float(age),
-        }  # fmt: skip
-        behind = max(0, int(head) - int(d.get("last_seq", 0))) if head is not None else 0
-        d["not_at_hq"] = int(d.get("missing", 0)) + behind
 
 
 def period_report(db: Database) -> list[dict[str, Any]]:

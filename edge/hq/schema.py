@@ -110,22 +110,6 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE quarantine ADD COLUMN payload_sha256 TEXT",
         ],
     ),
-    (
-        # Each kiosk's last status as HQ saw it: its chain head and how long its oldest
-        # PUBACKed record has waited for HQ's ack (records the broker accepted but HQ
-        # never got show up against it).
-        "007_device_status",
-        [
-            """CREATE TABLE device_status (
-                device_id TEXT PRIMARY KEY,
-                seen_at {real} NOT NULL,
-                state TEXT NOT NULL,
-                head_seq {bigint},
-                sent {bigint},
-                oldest_sent_age_s {real}
-            )""",
-        ],
-    ),
 ]
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from edge.hq.checks import ID_CONFLICT, Accepted, Link, Rejected, dedup, link_issues
 from edge.hq.db import Database
@@ -204,53 +203,3 @@ def audit(
             "INSERT INTO audit (at, actor, action, record_id, detail) VALUES (?, ?, ?, ?, ?)",
             (time.time(), actor, action, record_id, json.dumps(detail, sort_keys=True)),
         )
-
-
-MAX_STATUS_BYTES = 64 * 1024
-
-
-def _int_or_none(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62 else None
-
-
-def store_status(db: Database, device_id: str, payload: bytes, now: float | None = None) -> bool:
-    """Keep a kiosk's latest retained status (chain head, PUBACKed-not-acked age); False if
-    it is not a status document (ignored: a status never blocks or breaks ingest)."""
-    if len(payload) > MAX_STATUS_BYTES:
-        return False
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    if not isinstance(doc, dict) or doc.get("device_id") != device_id:
-        return False
-    state = doc.get("state")
-    if state not in ("online", "offline"):
-        return False
-    raw_queue = doc.get("queue")
-    queue: dict[str, Any] = raw_queue if isinstance(raw_queue, dict) else {}
-    age = queue.get("oldest_sent_age_s")
-    age_f = float(age) if isinstance(age, int | float) and not isinstance(age, bool) else None
-    at = time.time() if now is None else now
-    with db.tx():
-        if state == "offline":  # the last will carries no figures: keep the last ones
-            db.execute(
-                """INSERT INTO device_status (device_id, seen_at, state) VALUES (?, ?, ?)
-                   ON CONFLICT (device_id) DO UPDATE SET seen_at = excluded.seen_at,
-                   state = excluded.state""",
-                (device_id, at, state),
-            )
-        else:
-            db.execute(
-                """INSERT INTO device_status (device_id, seen_at, state, head_seq, sent,
-                                              oldest_sent_age_s)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (device_id) DO UPDATE SET seen_at = excluded.seen_at,
-                   state = excluded.state, head_seq = excluded.head_seq, sent = excluded.sent,
-                   oldest_sent_age_s = excluded.oldest_sent_age_s""",
-                (
-                    device_id, at, state, _int_or_none(queue.get("head_seq")),
-                    _int_or_none(queue.get("sent")), age_f,
-                ),
-            )  # fmt: skip
-    return True

@@ -38,9 +38,8 @@ class OutboxStats:
     last_sync: float | None  # when the last HQ ack was stored (Unix time)
     full: bool
     full_reason: str
-    # For HQ to notice records the broker PUBACKed that never reached it: the newest seq
-    # in the outbox, and how long the oldest PUBACKed-but-not-acked record has waited.
-    head_seq: int | None = None
+    # How long the oldest PUBACKed-but-not-acked record has waited for HQ (status): a
+    # record the broker accepted that never reached HQ shows here past resend_after_s.
     oldest_sent_age_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,9 +147,8 @@ class Outbox:
                 " WHERE state IN ('pending', 'sent')"
             ).fetchone()
             depth_bytes = int(depth_bytes)
-            head, oldest_sent = self.store.conn.execute(
-                "SELECT MAX(seq), (SELECT MIN(sent_at) FROM outbox WHERE state = 'sent')"
-                " FROM outbox"
+            (oldest_sent,) = self.store.conn.execute(
+                "SELECT MIN(sent_at) FROM outbox WHERE state = 'sent'"
             ).fetchone()
             last = self.store.get_meta(LAST_SYNC_KEY)
         depth = counts["pending"] + counts["sent"]
@@ -165,7 +163,6 @@ class Outbox:
             last_sync=float(last) if last else None,
             full=cap.full,
             full_reason=cap.reason,
-            head_seq=None if head is None else int(head),
             oldest_sent_age_s=(
                 None if oldest_sent is None else round(max(0.0, at - float(oldest_sent)), 3)
             ),

@@ -43,7 +43,6 @@ def online_status(
                 "bytes": stats.depth_bytes,
                 "oldest_pending_age_s": stats.oldest_pending_age_s,
                 "oldest_sent_age_s": stats.oldest_sent_age_s,
-                "head_seq": stats.head_seq,
                 "full": stats.full,
                 "rejected_by_broker": rejected,
             },
