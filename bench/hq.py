@@ -31,7 +31,7 @@ from edge.hq.registry import KeyCache, add_device
 from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
 from tests.support.helpers import write_toml
-from tests.support.hq import PgServer, SimKiosk, hq_box_key
+from tests.support.hq import PgServer, SimKiosk, hq_box_key, hq_key_dir
 from tests.support.mqtt import Pki
 from tests.test_hq_ingest import WORKER_CNS, KioskLink, hq_broker
 
@@ -125,6 +125,7 @@ def bench_e2e(
                         "cert_file": str(tls.cert_file), "key_file": str(tls.key_file), "client_id": cn,
                     },
                     "database": {"url": url},
+                    "keys": {"dir": str(hq_key_dir())},  # acks are signed with HQ's key
                 },
             )  # fmt: skip
             procs.append(start_worker(toml))

@@ -42,6 +42,7 @@ from tests.hq_sim import HqSim
 from tests.link_emulator import FOREVER, LinkEmulator, LinkSpec, Phase
 from tests.roster_fixtures import make_verification, record_builder
 from tests.support.helpers import wait_for
+from tests.support.hq import HQ_VERIFY_KEY
 from tests.support.mqtt import Broker, Pki, connect_client
 from tests.uplink_support import mqtt_config, outbox_config
 
@@ -132,7 +133,7 @@ def drain(
     store = Store(db)
     tls = pki.client(device_id)
     cfg = mqtt_config(broker, tls, inflight=inflight, port=port)
-    up = Uplink(store, cfg, outbox_config(resend_after_s=3600.0), device_id, None, "m")
+    up = Uplink(store, cfg, outbox_config(resend_after_s=3600.0), device_id, HQ_VERIFY_KEY, "m")
     t0 = time.perf_counter()
     up.start()
     while True:

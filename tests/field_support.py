@@ -25,6 +25,7 @@ from tests.hq_sim import HqSim
 from tests.link_emulator import LinkEmulator, Phase
 from tests.roster_fixtures import make_verification, record_builder
 from tests.support.helpers import wait_for
+from tests.support.hq import HQ_VERIFY_KEY
 from tests.support.mqtt import HQ_IDENTITY, Broker, Pki
 from tests.uplink_support import Kiosk, make_kiosk, mqtt_config, outbox_config
 
@@ -151,7 +152,7 @@ class FieldRig:
             cfg,
             outbox_config(resend_after_s=resend_after_s),
             self.kiosk.device_id,
-            None,
+            HQ_VERIFY_KEY,
             "m",
         )
         self.conn = ConnWatch(self.up)

@@ -17,7 +17,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.uplink.acks import sign_ack
 from edge.uplink.wire import WireError, decode
+from tests.support.hq import HQ_SIGNING_KEY
 from tests.support.mqtt import HQ_IDENTITY, Broker, ClientTls
 
 
@@ -107,7 +109,7 @@ class HqSim:
                 batches, self._to_ack = self._to_ack, collections.defaultdict(list)
             for device, ids in batches.items():
                 for i in range(0, len(ids), 500):
-                    payload = json.dumps({"ids": ids[i : i + 500]}).encode()
+                    payload = sign_ack(device, ids[i : i + 500], HQ_SIGNING_KEY)
                     self.client.publish(f"kiosk/{device}/acks", payload, qos=1)
             self._stop.wait(0.02)
 

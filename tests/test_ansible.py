@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -622,8 +623,9 @@ def _kiosk_can_connect(fleet: Fleet) -> bool:
         tls.close()
 
 
-def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
-    """Kiosk publishes to its own and to another kiosk's topic; HQ ingest listens."""
+def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int, list[str]]:
+    """Kiosk publishes to its own and to another kiosk's topic and tries to join HQ's
+    shared group (SUBACK answers returned); HQ ingest listens."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -646,6 +648,8 @@ def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
     kiosk = client(device_id, tls_dir / "client.crt", tls_dir / "client.key")
     reason_codes: list[int] = []
     kiosk.on_publish = lambda c, u, mid, rc, props: reason_codes.append(int(rc.value))
+    subacks: list[str] = []
+    kiosk.on_subscribe = lambda c, u, mid, codes, props: subacks.extend(str(x) for x in codes)
     try:
         hq.subscribe("kiosk/+/records", qos=1)
         wait_for(lambda: bool(subscribed), 30, "HQ subscription")
@@ -654,8 +658,10 @@ def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
         kiosk.publish("kiosk/kiosk-0000000000000000/records", b"{}", qos=1).wait_for_publish(20)
         kiosk.publish(f"kiosk/{device_id}/records", b"{}", qos=1).wait_for_publish(20)
         wait_for(lambda: len(received) >= 1, 30, "HQ to receive the kiosk's record")
+        kiosk.subscribe([("$share/hq/kiosk/+/records", 1), (f"kiosk/{device_id}/acks", 1)])
+        wait_for(lambda: len(subacks) >= 2, 30, "the kiosk's SUBACK")
         time.sleep(0.5)  # any wrongly routed message would have arrived by now
-        return received, reason_codes[0]
+        return received, reason_codes[0], subacks
     finally:
         kiosk.loop_stop()
         kiosk.disconnect()
@@ -666,15 +672,20 @@ def _mqtt_roundtrip(fleet: Fleet, device_id: str) -> tuple[list[str], int]:
 def test_broker_root_serves_tls_with_per_device_acl(fleet: Fleet) -> None:
     conf = (fleet.broker / "etc/mosquitto/mosquitto.conf").read_text("ascii")
     assert "require_certificate true" in conf and "crlfile" in conf
+    assert not re.search(r"^acl_file", conf, re.M), conf  # never checks subscriptions
+    assert re.search(r"^plugin .*/mosquitto_dynamic_security\.so$", conf, re.M), conf
+    acl = json.loads((fleet.broker / "etc/mosquitto/dynamic-security.json").read_text())
+    assert {c["username"] for c in acl["clients"]} >= {fleet.device_id(), "hq.ingest"}
     assert (fleet.broker / "etc/systemd/system/multi-user.target.wants/mosquitto.service").exists()
     device_id = fleet.device_id()
     broker = Broker(fleet)
     try:
-        received, denied_code = _mqtt_roundtrip(fleet, device_id)
+        received, denied_code, subacks = _mqtt_roundtrip(fleet, device_id)
     finally:
         log = broker.stop()
     assert received == [f"kiosk/{device_id}/records"], log
     assert denied_code == 135, log  # MQTT v5 "not authorized" for another kiosk's topic
+    assert subacks == ["Not authorized", "Granted QoS 1"], log  # HQ's group: no; own acks
 
 
 # --- day 2 ------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def world(tmp_path: Path, pki: Pki, broker: Broker) -> Iterator[dict[str, Any]]:
     )
     db = open_database(settings.database.url)
     add_device(db, device_id, b64(bytes(key.verify_key)))
-    worker = IngestWorker(settings, db)
+    worker = IngestWorker(settings, db, signing_key=hq_signing)
     worker.start()
     assert worker.wait_connected(20)
     status_watch = HqSim(broker, pki.client("hq.ingest"), ack=False).start()

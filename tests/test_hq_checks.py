@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pytest
+from nacl.signing import SigningKey
 
 from edge.hq.checks import (
     BAD_SIGNATURE,
@@ -24,6 +26,7 @@ from edge.hq.checks import (
 from edge.hq.ingest import ack_payloads, topic_device
 from edge.hq.suspects import Face, find_suspects
 from edge.records import GENESIS_HASH, canonical_json, record_hash
+from edge.uplink.acks import parse_acks
 from tests.support.hq import SimKiosk, hq_box_key, unit_vector
 
 
@@ -133,8 +136,10 @@ def test_topic_and_ack_helpers() -> None:
     assert topic_device("kiosk/kiosk-00ff/records", "kiosk") == "kiosk-00ff"
     assert topic_device("kiosk/a/b/records", "kiosk") is None
     assert topic_device("kiosk//records", "kiosk") is None
-    ids = [f"id{i}" for i in range(250)]
-    chunks = [json.loads(p)["ids"] for p in ack_payloads(ids)]
+    ids = [str(uuid.UUID(int=i)) for i in range(250)]
+    key = SigningKey.generate()
+    payloads = ack_payloads("kiosk-00ff", ids, key)
+    chunks = [parse_acks(p, "kiosk-00ff", key.verify_key) for p in payloads]
     assert [len(c) for c in chunks] == [100, 100, 50]
     assert [i for c in chunks for i in c] == ids
 

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from edge.hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE
-from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, IngestConfig
+from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, IngestConfig, KeysConfig
 from edge.hq.db import is_postgres, open_database
 from edge.hq.ingest import IngestWorker
 from edge.hq.registry import add_device
 from edge.hq.report import build_report
 from edge.records import canonical_json
 from tests.support.helpers import wait_for
-from tests.support.hq import SimKiosk, hq_box_key
+from tests.support.hq import SimKiosk, hq_box_key, hq_key_dir
 from tests.support.mqtt import HQ_IDENTITY, Broker, Pki, connect_client
 
 WORKER_CNS = (HQ_IDENTITY, "hq.ingest-2")
@@ -36,22 +36,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def hq_broker(root: Path, pki: Pki) -> Broker:
-    """The shipped ACL, plus the same HQ block for the second worker's identity.
+    """The shipped ACL; both workers' CNs are ingest identities in it (tests/support/mqtt.py).
 
     The broker makes the certificate CN the client id, so two workers need two CNs.
     """
-    b = Broker(root, pki)
-    acl = b.acl_file.read_text()
-    lines = acl.splitlines()
-    start = lines.index(f"user {HQ_IDENTITY}")
-    rules = []
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        rules.append(line)
-    extra = "".join("\n".join([f"user {cn}", *rules]) + "\n\n" for cn in WORKER_CNS[1:])
-    b.acl_file.write_text(acl.rstrip("\n") + "\n\n" + extra)
-    return b
+    return Broker(root, pki)
 
 
 def settings_for(pki: Pki, broker: Broker, cn: str, url: str, batch_max: int = 200) -> HqSettings:
@@ -63,6 +52,7 @@ def settings_for(pki: Pki, broker: Broker, cn: str, url: str, batch_max: int = 2
             share_group="hq", session_expiry_s=600,
         ),
         database=DatabaseConfig(url=url),
+        keys=KeysConfig(dir=str(hq_key_dir())),
         ingest=IngestConfig(batch_max=batch_max, batch_wait_s=0.02),
     )  # fmt: skip
 
@@ -391,6 +381,7 @@ def test_ingest_process_killed_mid_stream_loses_and_doubles_nothing(
                 "cert_file": str(tls.cert_file), "key_file": str(tls.key_file),
             },
             "database": {"url": url},
+            "keys": {"dir": str(hq_key_dir())},
             "ingest": {"batch_max": 50},
         },
     )  # fmt: skip

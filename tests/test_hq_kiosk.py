@@ -28,7 +28,7 @@ from edge.store import Store
 from edge.uplink import Uplink
 from tests.roster_fixtures import MODEL_SHA
 from tests.support.helpers import wait_for
-from tests.support.hq import unit_vector
+from tests.support.hq import HQ_VERIFY_KEY, unit_vector
 from tests.support.mqtt import HQ_IDENTITY, Pki
 from tests.test_hq_ingest import WORKER_CNS, hq_broker, settings_for
 from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
@@ -41,9 +41,6 @@ def test_kiosk_outbox_drains_through_hq_and_takes_its_roster(pki: Pki, tmp_path:
     db = open_database(url)
     add_device(db, kiosk.device_id, b64(bytes(kiosk.key.verify_key)))
     broker = hq_broker(tmp_path / "broker", pki)
-    acl = broker.acl_file.read_text()
-    rules = acl.split(f"user {HQ_IDENTITY}\n", 1)[1].split("\n\n", 1)[0]
-    broker.acl_file.write_text(acl.rstrip("\n") + f"\n\nuser hq.roster\n{rules}\n")
     settings = settings_for(pki, broker, HQ_IDENTITY, url)
     roster_tls = pki.client("hq.roster")
     settings = replace(
@@ -55,7 +52,7 @@ def test_kiosk_outbox_drains_through_hq_and_takes_its_roster(pki: Pki, tmp_path:
         ),
     )
     hq_key = SigningKey.generate()
-    worker = IngestWorker(settings, open_database(url))
+    worker = IngestWorker(settings, open_database(url), signing_key=hq_key)
     store = Store(kiosk.db)
     up = Uplink(
         store, mqtt_config(broker, kiosk.tls), outbox_config(), kiosk.device_id,
@@ -110,7 +107,7 @@ def test_broker_killed_mid_drain_every_record_stored_once(pki: Pki, tmp_path: Pa
     store = Store(kiosk.db)
     up = Uplink(
         store, mqtt_config(broker, kiosk.tls), outbox_config(resend_after_s=3.0), kiosk.device_id,
-        None, MODEL_SHA, None,
+        HQ_VERIFY_KEY, MODEL_SHA, None,
     )  # fmt: skip
 
     def stored() -> int:

@@ -107,10 +107,7 @@ def test_bundle_is_accepted_by_the_kiosk_and_bound_to_key_model_device(tmp_path:
 
 
 def test_publish_retained_reaches_the_kiosk(pki: Pki, tmp_path: Path) -> None:
-    broker = Broker(tmp_path / "broker", pki)
-    acl = broker.acl_file.read_text()
-    rules = acl.split(f"user {HQ_IDENTITY}\n", 1)[1].split("\n\n", 1)[0]
-    broker.acl_file.write_text(acl.rstrip("\n") + f"\n\nuser hq.roster\n{rules}\n")
+    broker = Broker(tmp_path / "broker", pki)  # the ACL knows hq.roster as a roster publisher
     device = "kiosk-00112233aabbccdd"
     ingest_tls, roster_tls = pki.client(HQ_IDENTITY), pki.client("hq.roster")
     settings = HqSettings(

@@ -22,6 +22,7 @@ from edge.uplink.topics import Topics
 from tests.hq_sim import HqSim
 from tests.roster_fixtures import MODEL_SHA, OTHER_MODEL_SHA, fill_store, signed_bundle
 from tests.support.helpers import wait_for
+from tests.support.hq import HQ_SIGNING_KEY, HQ_VERIFY_KEY
 from tests.support.mqtt import Broker, Pki, connect_client
 from tests.uplink_support import Kiosk, make_kiosk, mqtt_config, outbox_config
 
@@ -69,7 +70,7 @@ def start_uplink(
         mqtt_config(b, kiosk.tls),
         outbox_config(**outbox),
         kiosk.device_id,
-        hq_key.verify_key if hq_key else None,
+        hq_key.verify_key if hq_key else HQ_VERIFY_KEY,
         MODEL_SHA,
         (lambda: dict(extra)) if extra is not None else None,
     )
@@ -143,11 +144,12 @@ def test_broker_sigkilled_five_times(tmp_path: Path, broker: Broker, pki: Pki, h
 def test_roster_downlink_verified_before_import(
     tmp_path: Path, broker: Broker, pki: Pki, hq: HqSim
 ) -> None:
-    hq_key = SigningKey.generate()
+    hq_key = HQ_SIGNING_KEY  # signs rosters here and the simulated HQ's acks
     kiosk = make_kiosk(tmp_path, pki, 5)
     store, up = start_uplink(kiosk, broker, hq_key=hq_key)
     topics = Topics.for_device("kiosk", kiosk.device_id)
-    pub = connect_client(broker, pki.client("hq.ingest.2"))
+    pub = connect_client(broker, pki.client("hq.roster"))  # may publish rosters only
+    acker = connect_client(broker, pki.client("hq.ingest.2"))  # may publish acks
     try:
         wait_for(lambda: up.connected, 30, "uplink connected")
 
@@ -180,7 +182,7 @@ def test_roster_downlink_verified_before_import(
         )
         # Malformed acks on the ack topic: counted and ignored, the link stays up.
         for junk in (b"nope", b'{"ids": ["x"]}', b'{"ids": 5}', b"\x00" * 10):
-            pub.publish(topics.acks, junk, qos=1).wait_for_publish(10)
+            acker.publish(topics.acks, junk, qos=1).wait_for_publish(10)
         wait_for(lambda: up.stats()["counters"]["ack_refused"] == 4, 20, "bad acks refused")
         # A good bundle (targeted at this kiosk) is imported and shown.
         send(json.dumps(signed_bundle(hq_key, n=4, device_id=kiosk.device_id)).encode())
@@ -204,8 +206,9 @@ def test_roster_downlink_verified_before_import(
         time.sleep(1.0)
         assert up.stats()["counters"]["roster_imported"] == 1
     finally:
-        pub.disconnect()
-        pub.loop_stop()
+        for c in (pub, acker):
+            c.disconnect()
+            c.loop_stop()
         up.stop(20)
         store.close()
 
@@ -249,7 +252,7 @@ def test_unreachable_broker_and_bad_tls_files_do_not_crash(tmp_path: Path, pki: 
         ),
     ):
         store = Store(kiosk.db)
-        up = Uplink(store, cfg, outbox_config(), kiosk.device_id, None, MODEL_SHA)
+        up = Uplink(store, cfg, outbox_config(), kiosk.device_id, HQ_VERIFY_KEY, MODEL_SHA)
         up.start()
         try:
             wait_for(lambda up=up: up.stats()["counters"]["connect_failures"] >= 3, 30, "retries")

@@ -18,6 +18,7 @@ from edge.store import Store
 from edge.uplink import Uplink
 from tests.roster_fixtures import MODEL_SHA
 from tests.support.helpers import wait_for
+from tests.support.hq import HQ_VERIFY_KEY
 from tests.support.mqtt import Broker, Pki
 from tests.uplink_support import mqtt_config, outbox_config
 
@@ -35,7 +36,7 @@ def test_fleet_reconnects_spread_out(tmp_path: Path, broker: Broker, pki: Pki) -
             cfg = mqtt_config(
                 broker, pki.client(device_id), reconnect_min_s=0.5, reconnect_max_s=8.0
             )
-            up = Uplink(store, cfg, outbox_config(), device_id, None, MODEL_SHA)
+            up = Uplink(store, cfg, outbox_config(), device_id, HQ_VERIFY_KEY, MODEL_SHA)
             up.start()
             ups.append(up)
             stores.append(store)

@@ -18,7 +18,7 @@ from edge.store import Store
 from edge.uplink import Uplink
 from tests.roster_fixtures import MODEL_SHA
 from tests.support.helpers import wait_for
-from tests.support.mqtt import Broker, ClientTls, Pki, connect_client
+from tests.support.mqtt import Broker, ClientTls, Pki, connect_client, puback
 from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
 
 A = "kiosk-aaaaaaaaaaaaaaaa"
@@ -26,17 +26,7 @@ B = "kiosk-bbbbbbbbbbbbbbbb"
 
 
 def _puback_code(client: Any, topic: str) -> int:
-    codes: list[int] = []
-    done = threading.Event()
-
-    def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
-        codes.append(int(rc.value))
-        done.set()
-
-    client.on_publish = on_publish
-    client.publish(topic, b'{"id": "x"}', qos=1)
-    assert done.wait(20), "no PUBACK"
-    return codes[0]
+    return puback(client, topic, b'{"id": "x"}')
 
 
 def test_kiosk_cannot_publish_into_another_kiosks_topic(broker: Broker, pki: Pki) -> None:
@@ -149,7 +139,7 @@ def test_session_takeover_by_client_id_fails(broker: Broker, pki: Pki) -> None:
     a_got: list[str] = []
     a.on_message = lambda _c, _u, m: a_got.append(m.topic)
     a.subscribe(f"kiosk/{B}/acks", qos=1)
-    hq = connect_client(broker, pki.client("hq.ops"))
+    hq = connect_client(broker, pki.client("hq.ingest.2"))
     try:
         time.sleep(0.5)
         hq.publish(f"kiosk/{B}/acks", b'{"ids": []}', qos=1).wait_for_publish(10)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from edge.keys import device_id_for
+from edge.keys import b64, device_id_for
+from edge.records import canonical_json
 from edge.store import OutboxFull, OutboxLimits, Store
 from edge.uplink import status as status_doc
-from edge.uplink.acks import MAX_ACK_IDS, AckRefused, parse_acks
+from edge.uplink.acks import MAX_ACK_IDS, AckRefused, parse_acks, sign_ack
 from edge.uplink.outbox import Outbox, OutboxStats
 from edge.uplink.policy import backoff_cap, backoff_delay, capacity, resend_due, window_room
 from edge.uplink.topics import Topics, records_filter
@@ -68,10 +69,23 @@ def test_safe_names_do_not_collide() -> None:
     assert safe_name("hq.ingest").startswith("hq_ingest-")
 
 
+_ACK_KEY = SigningKey(b"\x01" * 32)
+_DEV = "kiosk-00112233aabbccdd"
+
+
+def _signed(
+    ids: object, device_id: str = _DEV, key: SigningKey = _ACK_KEY, **extra: object
+) -> bytes:
+    """An ack signed by `key`, whatever its ids look like (to reach the shape checks)."""
+    body = {"v": 1, "type": "ack", "device_id": device_id, "ids": ids, **extra}
+    return canonical_json({**body, "sig": b64(key.sign(canonical_json(body)).signature)})
+
+
 def test_ack_parser_accepts_exact_shape() -> None:
     ids = [str(uuid.uuid4()) for _ in range(3)]
-    assert parse_acks(json.dumps({"ids": ids + ids[:1]}).encode()) == ids
-    assert parse_acks(b'{"ids": []}') == []
+    vk = _ACK_KEY.verify_key
+    assert parse_acks(sign_ack(_DEV, ids + ids[:1], _ACK_KEY), _DEV, vk) == ids
+    assert parse_acks(sign_ack(_DEV, [], _ACK_KEY), _DEV, vk) == []
 
 
 @pytest.mark.parametrize(
@@ -82,20 +96,30 @@ def test_ack_parser_accepts_exact_shape() -> None:
         b"[1,2]",
         b'"ids"',
         b"{}",
-        b'{"ids": "a"}',
-        b'{"ids": [1]}',
-        b'{"ids": ["not-a-uuid"]}',
-        b'{"ids": ["0190A7E2-0000-7000-8000-000000000000"]}',
-        b'{"ids": [], "extra": 1}',
-        b'{"ids": [null]}',
+        b'{"ids": []}',  # unsigned (the format before HQ signed acks)
+        json.dumps({"ids": [str(uuid.uuid4())]}).encode(),
+        _signed("a"),
+        _signed([1]),
+        _signed(["not-a-uuid"]),
+        _signed(["0190A7E2-0000-7000-8000-000000000000"]),
+        _signed([], extra=1),
+        _signed([None]),
+        _signed([str(uuid.uuid4())], device_id="kiosk-ffffffffffffffff"),  # B's ack, replayed
+        _signed([str(uuid.uuid4())], key=SigningKey(b"\x02" * 32)),  # not HQ's key
+        _signed([str(uuid.uuid4())])[:-3] + b'A="}',  # signature altered
         b"[" * 100_000,
-        json.dumps({"ids": [str(uuid.uuid4()) for _ in range(MAX_ACK_IDS + 1)]}).encode(),
-        b'{"ids": ["' + b"a" * 600_000 + b'"]}',
+        _signed([str(uuid.uuid4()) for _ in range(MAX_ACK_IDS + 1)]),
+        _signed(["a" * 600_000]),
     ],
 )
 def test_ack_parser_refuses_everything_else(payload: bytes) -> None:
     with pytest.raises(AckRefused):
-        parse_acks(payload)
+        parse_acks(payload, _DEV, _ACK_KEY.verify_key)
+
+
+def test_ack_parser_needs_hq_key() -> None:
+    with pytest.raises(AckRefused, match="no HQ signing key"):
+        parse_acks(sign_ack(_DEV, [], _ACK_KEY), _DEV, None)
 
 
 def _store(tmp_path: Path, n: int) -> tuple[Store, list[str]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from edge.config import MqttConfig, OutboxConfig
 from edge.store import Store
 from edge.uplink import Uplink
+from tests.support.hq import HQ_VERIFY_KEY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     outbox_cfg = OutboxConfig(resend_after_s=a.resend_after)
     store = Store(a.db)
-    up = Uplink(store, mqtt_cfg, outbox_cfg, a.device, None, "model")
+    up = Uplink(store, mqtt_cfg, outbox_cfg, a.device, HQ_VERIFY_KEY, "model")
     up.start()
     deadline = time.monotonic() + a.timeout
     code = 1

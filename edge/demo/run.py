@@ -127,7 +127,7 @@ class Demo:
         )
         db = open_database(settings.database.url)
         add_device(db, device_id, b64(bytes(verify_key)), "demo kiosk")
-        worker = IngestWorker(settings, db)
+        worker = IngestWorker(settings, db, signing_key=self.hq_signing)
         worker.start()
         self.stack.callback(worker.stop)
         worker.wait_connected(15)

@@ -8,7 +8,6 @@ so the broker delivers them again. Nothing a kiosk sends can stop the worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -16,21 +15,26 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from nacl.signing import SigningKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.errors import DeviceMissing
 from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
 from edge.hq.config import HqSettings
 from edge.hq.db import Database
 from edge.hq.heads import handle_status, status_device, status_subscription
+from edge.hq.keys import load_hq_signing
 from edge.hq.mqtt_tls import apply_tls
 from edge.hq.registry import KeyCache
 from edge.hq.store import BatchResult, Incoming, store_batch
+from edge.uplink.acks import sign_ack
 from edge.uplink.wire import WireError, WireTooLarge, decode
 
 log = logging.getLogger(__name__)
@@ -50,12 +54,9 @@ def topic_device(topic: str, prefix: str) -> str | None:
     return None
 
 
-def ack_payloads(ids: list[str]) -> list[bytes]:
-    """`{"ids": [...]}` messages of at most ACK_CHUNK ids each."""
-    return [
-        json.dumps({"ids": ids[i : i + ACK_CHUNK]}, separators=(",", ":")).encode()
-        for i in range(0, len(ids), ACK_CHUNK)
-    ]
+def ack_payloads(device_id: str, ids: list[str], key: SigningKey) -> list[bytes]:
+    """Signed acks for `device_id` (edge.uplink.acks) of at most ACK_CHUNK ids each."""
+    return [sign_ack(device_id, ids[i : i + ACK_CHUNK], key) for i in range(0, len(ids), ACK_CHUNK)]
 
 
 @dataclass
@@ -83,9 +84,13 @@ class IngestWorker:
         settings: HqSettings,
         db: Database,
         on_batch: Callable[[BatchResult], None] | None = None,
+        signing_key: SigningKey | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        # Acks are signed with HQ's signing key (the roster key); loaded at start() when
+        # not given, so a worker without its key refuses to start instead of acking unsigned.
+        self.signing_key = signing_key
         self.keys = KeyCache(db)
         self.stats = IngestStats()
         self.on_batch = on_batch
@@ -144,6 +149,16 @@ class IngestWorker:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        if self.signing_key is None:
+            key_dir = Path(self.settings.keys.dir)
+            try:
+                self.signing_key = load_hq_signing(key_dir)
+            except DeviceMissing as exc:
+                why = str(exc).split(" (run ", 1)[0]  # the kiosk's hint does not apply here
+                raise DeviceMissing(
+                    f"{why}: HQ ingest signs every ack with HQ's signing key (run `edge hq"
+                    f" keys init`, or set [keys] dir in {self.settings.source})"
+                ) from None
         b = self.settings.broker
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = b.session_expiry_s
@@ -310,8 +325,9 @@ class IngestWorker:
         for device, rid in result.ackable:
             by_device[device].append(rid)
         prefix = self.settings.broker.topic_prefix
+        assert self.signing_key is not None  # set in start()
         for device, ids in by_device.items():
-            for payload in ack_payloads(ids):
+            for payload in ack_payloads(device, ids, self.signing_key):
                 self.client.publish(f"{prefix}/{device}/acks", payload, qos=1)
                 self.stats.acks_published += 1
 

@@ -43,7 +43,8 @@ def device_report(db: Database) -> dict[str, Any]:
     for (device_id,) in db.rows("SELECT device_id FROM devices ORDER BY device_id"):
         out[str(device_id)] = {
             "records": 0, "last_seq": 0, "gaps": [], "missing": 0, "forks": [],
-            "bad_signatures": 0, "quarantined": {},
+            "unverified_links": [], "compromised": False, "bad_signatures": 0,
+            "quarantined": {},
         }  # fmt: skip
 
     def flush(device: str | None, links: list[Link]) -> None:
@@ -57,6 +58,13 @@ def device_report(db: Database) -> dict[str, Any]:
             gaps=[list(g) for g in s.gaps],
             missing=s.missing,
             forks=s.forks,
+            # the first seq after each gap: its prev_hash names a record HQ does not hold,
+            # so the link cannot be checked until that record arrives (a made-up link
+            # shows here, and as a fork once the real predecessor is stored)
+            unverified_links=[b + 1 for _a, b in s.gaps],
+            # two records at one seq, or a broken link: the device key signed both sides,
+            # so it is cloned or a backup was restored; revoke and investigate
+            compromised=bool(s.forks),
         )
 
     current: str | None = None
@@ -82,6 +90,8 @@ def device_report(db: Database) -> dict[str, Any]:
                 "gaps": [],
                 "missing": 0,
                 "forks": [],
+                "unverified_links": [],
+                "compromised": False,
                 "bad_signatures": 0,
                 "quarantined": {},
             },

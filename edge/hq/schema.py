@@ -115,6 +115,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        # Quarantine keeps a bounded prefix of a rejected payload, its size and sha256
+        # (a kiosk could otherwise fill HQ's database with megabytes per message).
+        "007_quarantine_bounded",
+        [
+            "ALTER TABLE quarantine ADD COLUMN payload_size {bigint}",
+            "ALTER TABLE quarantine ADD COLUMN payload_sha256 TEXT",
+        ],
+    ),
 ]
 
 

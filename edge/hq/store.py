@@ -44,16 +44,23 @@ class BatchResult:
         return self.stored + self.duplicates
 
 
+QUARANTINE_PREFIX = 4096  # bytes of a rejected payload kept (with its size and sha256)
+
+
 def _quarantine(db: Database, msg: Incoming, reason: str, detail: str, now: float) -> None:
     digest = hashlib.sha256(msg.topic.encode() + b"\0" + msg.payload).hexdigest()
     db.execute(
         """INSERT INTO quarantine (payload_hash, topic, device_id, reason, detail, payload,
-                                   first_at, last_at, seen)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+                                   payload_size, payload_sha256, first_at, last_at, seen)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
            ON CONFLICT (payload_hash) DO UPDATE
            SET seen = quarantine.seen + 1, last_at = excluded.last_at""",
-        (digest, msg.topic, msg.device_id, reason, detail, msg.payload, now, now),
-    )
+        (
+            digest, msg.topic[:512], msg.device_id[:128], reason, detail[:1000],
+            msg.payload[:QUARANTINE_PREFIX], len(msg.payload),
+            hashlib.sha256(msg.payload).hexdigest(), now, now,
+        ),
+    )  # fmt: skip
 
 
 def _device_links(db: Database, device_id: str, lo: int, hi: int) -> list[Link]:

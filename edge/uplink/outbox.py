@@ -38,6 +38,9 @@ class OutboxStats:
     last_sync: float | None  # when the last HQ ack was stored (Unix time)
     full: bool
     full_reason: str
+    # How long the oldest PUBACKed-but-not-acked record has waited for HQ (status): a
+    # record the broker accepted that never reached HQ shows here past resend_after_s.
+    oldest_sent_age_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +147,9 @@ class Outbox:
                 " WHERE state IN ('pending', 'sent')"
             ).fetchone()
             depth_bytes = int(depth_bytes)
+            (oldest_sent,) = self.store.conn.execute(
+                "SELECT MIN(sent_at) FROM outbox WHERE state = 'sent'"
+            ).fetchone()
             last = self.store.get_meta(LAST_SYNC_KEY)
         depth = counts["pending"] + counts["sent"]
         cap = capacity(depth, depth_bytes, self.max_rows, self.max_bytes)
@@ -157,6 +163,9 @@ class Outbox:
             last_sync=float(last) if last else None,
             full=cap.full,
             full_reason=cap.reason,
+            oldest_sent_age_s=(
+                None if oldest_sent is None else round(max(0.0, at - float(oldest_sent)), 3)
+            ),
         )
 
     def purge(self, retention_days: float, now: float | None = None) -> int:

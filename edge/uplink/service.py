@@ -340,7 +340,7 @@ class Uplink:
     def _on_message(self, ev: Message) -> None:
         if ev.topic == self.topics.acks:
             try:
-                ids = parse_acks(ev.payload)
+                ids = parse_acks(ev.payload, self.device_id, self.hq_key)
             except AckRefused as exc:
                 self._count("ack_refused")
                 log.warning("ignored an ack on %s: %s", ev.topic, exc)

@@ -42,6 +42,7 @@ def online_status(
                 "sent": stats.sent,
                 "bytes": stats.depth_bytes,
                 "oldest_pending_age_s": stats.oldest_pending_age_s,
+                "oldest_sent_age_s": stats.oldest_sent_age_s,
                 "full": stats.full,
                 "rejected_by_broker": rejected,
             },

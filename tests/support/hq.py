@@ -180,6 +180,25 @@ def hq_box_key() -> PrivateKey:
     return PrivateKey.generate()
 
 
+# HQ's Ed25519 signing key in tests: signs acks (and rosters where a test wants it); the
+# simulated HQs and the ingest workers use it, kiosks under test verify with its public half.
+HQ_SIGNING_KEY = SigningKey(bytes(range(32)))
+HQ_VERIFY_KEY = HQ_SIGNING_KEY.verify_key
+_KEY_DIR: list[Path] = []
+
+
+def hq_key_dir() -> Path:
+    """A directory holding HQ_SIGNING_KEY as `hq-signing.key` ([keys] dir of a test HQ)."""
+    if not _KEY_DIR:
+        from edge.hq.keys import SIGNING_FILE
+
+        d = Path(tempfile.mkdtemp(prefix="hq-keys-"))
+        (d / SIGNING_FILE).write_text(b64(bytes(HQ_SIGNING_KEY)) + "\n")
+        (d / SIGNING_FILE).chmod(0o600)
+        _KEY_DIR.append(d)
+    return _KEY_DIR[0]
+
+
 # -- pytest fixtures (registered by pytest_plugins in tests/conftest.py) ---------------
 
 

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -26,9 +27,11 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,38 @@ HQ_IDENTITY = "hq.ingest"
 # certificate take each other's session over: every HQ worker / probe needs its own CN.
 HQ_EXTRA_IDENTITIES = ("hq.ops", "hq.ingest.2", "hq.ingest.3")
 DEVICE_ID = "kiosk-0123456789abcdef"
+# The broker's ACL knows each identity by kind (deploy/mosquitto/broker_acl.py); kiosks
+# (CN kiosk-<16 hex>) are registered as their certificates are issued.
+INGEST_IDENTITIES = ("hq.ingest", "hq.ingest.2", "hq.ingest.3", "hq.ingest-2")
+ROSTER_IDENTITIES = ("hq.roster",)
+MONITOR_IDENTITIES = ("hq.ops",)
+# Tests only: registers kiosks issued after the broker started, through the plugin's
+# control topic. The shipped config has no such identity (nobody may change the ACL live).
+ADMIN_IDENTITY = "test.broker-admin"
+CONTROL = "$CONTROL/dynamic-security/v1"
+DYNSEC_PLUGIN = next(
+    (
+        str(p)
+        for p in sorted(Path("/usr/lib").glob("**/mosquitto_dynamic_security.so"))
+        if p.is_file()
+    ),
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+)
+
+
+def _load_broker_acl() -> Any:
+    """deploy/mosquitto/broker_acl.py (a script, not a package module): the one ACL source."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("broker_acl", DEPLOY / "broker_acl.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("broker_acl", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+broker_acl = _load_broker_acl()
 
 
 # ---------------------------------------------------------------- certificates
@@ -129,6 +164,23 @@ class Pki:
         _write_key(root / "ca.key", self.ca_key)
         self._server: ClientTls | None = None
         self._clients: dict[str, ClientTls] = {}
+        # weak: a finished test's broker drops out once it is garbage
+        self._listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
+
+    def on_issue(self, fn: Callable[[str], None]) -> None:
+        """Call `fn(cn)` (a bound method, held weakly) for every client certificate issued
+        from now on: brokers register the new identity in their ACL."""
+        with self._lock:
+            self._listeners.append(weakref.WeakMethod(fn))  # type: ignore[arg-type]
+
+    def forget(self, fn: Callable[[str], None]) -> None:
+        with self._lock:
+            self._listeners = [w for w in self._listeners if w() not in (None, fn)]
+
+    def issued(self) -> list[str]:
+        """The CNs of every client certificate issued so far."""
+        with self._lock:
+            return list(self._clients)
 
     def _issue(
         self,
@@ -183,9 +235,17 @@ class Pki:
     def client(self, cn: str) -> ClientTls:
         """A client certificate whose CN is `cn` (the MQTT username and client id); cached."""
         with self._lock:
-            if cn not in self._clients:
+            new = cn not in self._clients
+            if new:
                 self._clients[cn] = self._issue(cn, "client-" + safe_name(cn), False)
-            return self._clients[cn]
+            tls = self._clients[cn]
+            self._listeners = [w for w in self._listeners if w() is not None]
+            listeners = [w() for w in self._listeners]
+        if new:
+            for fn in listeners:
+                if fn is not None:
+                    fn(cn)
+        return tls
 
 
 # ---------------------------------------------------------------- broker
@@ -214,14 +274,34 @@ def render(template: Path, values: dict[str, Any]) -> str:
     return text
 
 
-def render_acl(hq_identities: Sequence[str]) -> str:
-    """The ACL template with its `user {hq_identity}` block repeated for each HQ identity."""
-    text = (DEPLOY / "acl.template").read_text()
-    start = text.index("user {hq_identity}")
-    end = text.index("\n\n", start) + 2
-    block = text[start:end]
-    blocks = "".join(block.replace("{hq_identity}", i) for i in hq_identities)
-    return text[:start] + blocks + text[end:]
+def identity_kinds(cns: Sequence[str]) -> dict[str, list[str]]:
+    """The HQ identities among `cns`, by kind (kiosk CNs and unknown names left out)."""
+    kinds: dict[str, list[str]] = {"ingest": [], "roster": [], "monitor": []}
+    for cn in dict.fromkeys(cns):
+        if cn in ROSTER_IDENTITIES:
+            kinds["roster"].append(cn)
+        elif cn in MONITOR_IDENTITIES:
+            kinds["monitor"].append(cn)
+        elif cn in INGEST_IDENTITIES:
+            kinds["ingest"].append(cn)
+    return kinds
+
+
+def _admin_parts() -> tuple[dict[str, Any], dict[str, Any]]:
+    acls = [
+        {"acltype": t, "topic": CONTROL + "/#", "priority": 0, "allow": True}
+        for t in ("publishClientSend", "publishClientReceive", "subscribePattern")
+    ]
+    role = {"rolename": "test:admin", "acls": acls}
+    return {"username": ADMIN_IDENTITY, "roles": [{"rolename": "test:admin"}]}, role
+
+
+def render_dynsec(kiosks: Sequence[str], hq_cns: Sequence[str]) -> dict[str, Any]:
+    """The shipped policy for these kiosks and HQ identities, plus the tests' admin client."""
+    client, role = _admin_parts()
+    return broker_acl.render(  # type: ignore[no-any-return]
+        kiosks, identity_kinds(hq_cns), extra_clients=[client], extra_roles=[role]
+    )
 
 
 class Broker:
@@ -254,10 +334,14 @@ class Broker:
         (root / "data").mkdir(exist_ok=True)
         self.log_file = root / "mosquitto.log"
         self.conf_file = root / "mosquitto.conf"
-        self.acl_file = root / "acl"
+        self.dynsec_file = root / "dynamic-security.json"
         server = pki.server(extra_ips=[] if host in ("127.0.0.1", "localhost") else [host])
         self.hq_identities = list(dict.fromkeys([hq_identity, *hq_identities]))
-        self.acl_file.write_text(render_acl(self.hq_identities))
+        hq_cns = [*self.hq_identities, *INGEST_IDENTITIES, *ROSTER_IDENTITIES, *MONITOR_IDENTITIES]
+        kiosks = [cn for cn in pki.issued() if broker_acl.KIOSK_ID.match(cn)]
+        self._acl_lock = threading.Lock()
+        self.dynsec_file.write_text(json.dumps(render_dynsec(kiosks, hq_cns), indent=1))
+        pki.on_issue(self.register)
         conf = render(
             DEPLOY / "mosquitto.conf.template",
             {
@@ -268,7 +352,8 @@ class Broker:
                 "ca_file": pki.ca_file,
                 "cert_file": server.cert_file,
                 "key_file": server.key_file,
-                "acl_file": self.acl_file,
+                "dynsec_plugin": DYNSEC_PLUGIN,
+                "dynsec_file": self.dynsec_file,
             },
         )
         if autosave_interval is not None:
@@ -282,6 +367,71 @@ class Broker:
             # mosquitto drops root to user "mosquitto", who cannot read pytest's tmp dirs.
             conf = "user root\n" + conf
         self.conf_file.write_text(conf)
+
+    # -- the ACL
+
+    def register(self, cn: str) -> None:
+        """Make a kiosk certificate issued after this broker was set up known to its ACL.
+
+        Running: through the plugin's control topic (the plugin saves its file). Stopped:
+        straight into the file it loads at start.
+        """
+        if not broker_acl.KIOSK_ID.match(cn):
+            return
+        role = broker_acl.kiosk_role(cn)
+        with self._acl_lock:
+            if not self.dynsec_file.exists():  # a finished test's broker
+                return
+            if not self.running:
+                doc = json.loads(self.dynsec_file.read_text())
+                if all(c.get("username") != cn for c in doc["clients"]):
+                    doc["roles"].append(role)
+                    doc["clients"].append(
+                        {"username": cn, "roles": [{"rolename": role["rolename"]}]}
+                    )
+                    self.dynsec_file.write_text(json.dumps(doc, indent=1))
+                return
+            commands: list[dict[str, Any]] = [
+                {"command": "createRole", "rolename": role["rolename"]}
+            ]
+            commands += [
+                {"command": "addRoleACL", "rolename": role["rolename"], **acl}
+                for acl in role["acls"]
+            ]
+            commands.append(
+                {
+                    "command": "createClient",
+                    "username": cn,
+                    "roles": [{"rolename": role["rolename"]}],
+                }
+            )
+            self._control(commands)
+
+    def _control(self, commands: list[dict[str, Any]], timeout: float = 20.0) -> None:
+        got: list[dict[str, Any]] = []
+        done = threading.Event()
+        c = connect_client(self, self.pki.client(ADMIN_IDENTITY))
+        try:
+
+            def on_message(_c: Any, _u: Any, msg: Any) -> None:
+                got.append(json.loads(msg.payload))
+                done.set()
+
+            subscribed = threading.Event()
+            c.on_message = on_message
+            c.on_subscribe = lambda *_a: subscribed.set()
+            c.subscribe(CONTROL + "/response", qos=1)
+            if not subscribed.wait(timeout):
+                raise TimeoutError("dynamic-security: no SUBACK for the control response topic")
+            c.publish(CONTROL, json.dumps({"commands": commands}), qos=1)
+            if not done.wait(timeout):
+                raise TimeoutError(f"dynamic-security: no answer to {commands[0]['command']}")
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        errors = [r for r in got[0].get("responses", []) if r.get("error")]
+        if errors:
+            raise RuntimeError(f"dynamic-security refused: {errors}")
 
     # -- lifecycle
 
@@ -439,6 +589,36 @@ def connect_client(
     return c
 
 
+def suback(client: Any, topic: str) -> str:
+    """The broker's answer to one SUBSCRIBE, as paho names it ('Granted QoS 1', ...)."""
+    got: list[str] = []
+    done = threading.Event()
+
+    def on_subscribe(_c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        got.append(str(codes[0]))
+        done.set()
+
+    client.on_subscribe = on_subscribe
+    client.subscribe(topic, qos=1)
+    assert done.wait(20), "no SUBACK"
+    return got[0]
+
+
+def puback(client: Any, topic: str, payload: bytes = b"{}", retain: bool = False) -> int:
+    """The PUBACK reason code of one QoS 1 publish (0 success, 16 no subscribers, 135 denied)."""
+    codes: list[int] = []
+    done = threading.Event()
+
+    def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
+        codes.append(int(rc.value))
+        done.set()
+
+    client.on_publish = on_publish
+    client.publish(topic, payload, qos=1, retain=retain)
+    assert done.wait(20), "no PUBACK"
+    return codes[0]
+
+
 # ---------------------------------------------------------------- pytest fixtures
 
 
@@ -457,3 +637,4 @@ def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
         yield b
     finally:
         b.kill9()
+        pki.forget(b.register)
