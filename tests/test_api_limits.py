@@ -156,11 +156,11 @@ def _burst_posts(srv: ApiServer, n: int, timeout: float = 60.0) -> dict[str, int
     counts: dict[str, int] = {}
     pending: dict[socket.socket, bytearray] = {}
     for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        s.connect_ex(_addr(srv))
-        pending[s] = bytearray()
-        sel.register(s, selectors.EVENT_WRITE)
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        c.connect_ex(_addr(srv))
+        pending[c] = bytearray()
+        sel.register(c, selectors.EVENT_WRITE)
     deadline = time.monotonic() + timeout
     sent: set[socket.socket] = set()
     while pending and time.monotonic() < deadline:
