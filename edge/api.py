@@ -270,6 +270,9 @@ class _Conn:
     since: float  # accepted, or last answer sent (idle clock)
     buf: bytearray = field(default_factory=bytearray)
     first_byte: float | None = None  # when the request in progress began (request clock)
+    # answered and closed for writing: unread bytes are drained until the client closes,
+    # so that it reads the answer rather than a reset (lingering close)
+    linger_until: float | None = None
     served: int = 0
 
 
@@ -284,6 +287,9 @@ def _content_length(head: bytes) -> int | None:
                 return int(text)
             return None
     return None
+
+
+LINGER_S = 2.0
 
 
 class ApiServer:
@@ -459,7 +465,7 @@ class ApiServer:
                 self._busy -= 1
                 self._conns[conn.sock.fileno()] = conn
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-            if conn.buf:  # a pipelined request already arrived
+            if conn.buf and conn.linger_until is None:  # a pipelined request already arrived
                 self._dispatch_if_complete(conn)
 
     def _readable(self, conn: _Conn) -> None:
@@ -472,6 +478,8 @@ class ApiServer:
         if not data:
             self._close(conn)
             return
+        if conn.linger_until is not None:
+            return  # discarded
         if conn.first_byte is None:
             conn.first_byte = time.monotonic()
         conn.buf += data
@@ -516,7 +524,10 @@ class ApiServer:
         """Close connections past their request or idle deadline."""
         lim = self.limits
         for conn in list(self._conns.values()):
-            if conn.first_byte is not None and now - conn.first_byte > lim.request_timeout_s:
+            if conn.linger_until is not None:
+                if now > conn.linger_until:
+                    self._close(conn)
+            elif conn.first_byte is not None and now - conn.first_byte > lim.request_timeout_s:
                 self.counters["timed_out"] += 1
                 self._answer_and_close(conn, _TIMEOUT)
             elif conn.first_byte is None and now - conn.since > lim.idle_timeout_s:
@@ -545,14 +556,19 @@ class ApiServer:
             except Exception:
                 log.exception("api: worker failed")
             conn = job.conn
-            if keep and not self._stop.is_set():
-                conn.since = time.monotonic()
-                self._returned.put(conn)
-                self._wake()
-            else:
+            if self._stop.is_set():
                 with self._lock:
                     self._busy -= 1
                 conn.sock.close()
+                continue
+            if not keep:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_WR)
+                conn.linger_until = time.monotonic() + LINGER_S
+                conn.buf.clear()
+            conn.since = time.monotonic()
+            self._returned.put(conn)
+            self._wake()
 
     def _serve(self, job: _Job) -> bool:
         """Answer one complete request; True when the connection stays open."""

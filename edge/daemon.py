@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge import __version__
-from edge.api import ApiServer
-from edge.config import Config, ConfigError, load_config
-from edge.health import Health
+from edge.api import ApiLimits, ApiServer
+from edge.config import Config, ConfigError, check_files, load_config
+from edge.errors import DeviceMissing
+from edge.health import ApiProbe, Health
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
 from edge.parts import Parts, build_parts
@@ -30,6 +31,7 @@ from edge.verification import BadRequest, Verifier, parse_request
 log = logging.getLogger(__name__)
 
 CAMERA_PROBE_S = 2.0
+API_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -56,15 +58,18 @@ class Daemon:
         self.state = "starting"
         self._threads: list[threading.Thread] = []
         self._camera_lock = threading.Lock()
+        self.api_probe: ApiProbe | None = None
         self.ui = KioskUi(self)
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
+        # bind first: a port in use ends the start before models load or the uplink runs
+        self.api = open_api(self.cfg, self)
         self.notifier.status("loading models")
         self.parts = build_parts(self.cfg, self.store, self.device_id, self.beats)
         self.verifier = self._make_verifier(self.cfg, self.parts)
-        self.api = ApiServer(self.cfg.api.listen, self, self.cfg.api.max_body_bytes)
         self.api.start()
+        self.api_probe = ApiProbe(self.api.address)
         self.beats.register("camera", max(10.0, self.cfg.camera.frame_timeout_s * 3))
         self.beats.register("main", 30.0)
         for name, target in (("camera-probe", self._camera_probe), ("watchdog", self._watchdog)):
@@ -130,6 +135,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.cfg.source)
+            check_files(new)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             self.store.log_event("reload_refused", error=str(exc))
@@ -182,6 +188,9 @@ class Daemon:
         interval = watchdog_interval_s() or 5.0
         last_status = ""
         while not self.signals.stop.is_set():
+            if self.api_probe is not None:
+                # a real request to our own socket: a starved or wedged API stops the pings
+                self.api_probe.check(min(API_PROBE_TIMEOUT_S, interval / 2))
             problems = self.health()
             if not problems:
                 self.notifier.watchdog()
@@ -216,6 +225,8 @@ class Daemon:
     def health(self) -> list[str]:
         """What is wrong now (empty when healthy): silent parts and parts' own reports."""
         problems = self.beats.problems()
+        if self.api_probe is not None and self.api_probe.problem:
+            problems.append(self.api_probe.problem)
         if self.parts is not None:
             problems += self.parts.problems()
         return problems
@@ -245,6 +256,25 @@ class Daemon:
         if parts is not None:
             status.update(parts.status())
         return status
+
+
+def open_api(cfg: Config, backend: Daemon) -> ApiServer:
+    """Bind the local API; a port in use or a bad socket path names api.listen (exit 3)."""
+    a = cfg.api
+    limits = ApiLimits(
+        workers=a.workers,
+        write_workers=a.write_workers,
+        max_connections=a.max_connections,
+        request_timeout_s=a.request_timeout_s,
+        idle_timeout_s=a.idle_timeout_s,
+    )
+    try:
+        return ApiServer(a.listen, backend, a.max_body_bytes, limits)
+    except OSError as exc:
+        raise DeviceMissing(
+            f"{cfg.source}: api.listen {a.listen}: cannot listen: {exc.strerror or exc}"
+            + (" (another edge run, or another program, holds it)" if exc.errno == 98 else "")
+        ) from None
 
 
 def run(cfg: Config) -> int:

@@ -55,3 +55,31 @@ class Health:
     @property
     def healthy(self) -> bool:
         return not self.problems()
+
+
+class ApiProbe:
+    """Asks the daemon's own API for /v1/health over its real socket, with a short timeout.
+
+    Any HTTP answer (200 or 503) means the API can answer; a refused, reset or silent
+    connection is a problem, so the watchdog stops pinging and systemd restarts a daemon
+    whose parts beat but whose API cannot serve the screen.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.problem: str | None = None
+        self.last_ms: float | None = None
+
+    def check(self, timeout_s: float = 3.0) -> str | None:
+        from edge.api import request_json
+
+        t0 = time.monotonic()
+        try:
+            request_json(self.address, "GET", "/v1/health", timeout=timeout_s)
+        except Exception as exc:  # refused, reset, timed out, or not HTTP at all
+            what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
+            self.problem = f"api not answering on {self.address} ({what} in {timeout_s:.0f}s)"
+        else:
+            self.problem = None
+        self.last_ms = (time.monotonic() - t0) * 1000
+        return self.problem
