@@ -102,9 +102,7 @@ def test_clock_gps_time_with_offset_from_a_real_gpsd(
     """gpsfake replays a 2026-11-02 track: GPS time, with the system clock's offset."""
     _no_ntp(monkeypatch)
     with gpsfake_server(TRACK, cycle=0.2) as gps:
-        cfg = load_config(
-            write_config(gps={"enabled": True, "host": gps.host, "port": gps.port})
-        )
+        cfg = load_config(write_config(gps={"enabled": True, "host": gps.host, "port": gps.port}))
         t0 = time.monotonic()
         ok, detail = check_clock(cfg)
         assert time.monotonic() - t0 < 15
