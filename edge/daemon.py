@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from edge import __version__
 from edge.api import ApiLimits, ApiServer
 from edge.config import Config, ConfigError, check_files, load_config
 from edge.errors import DeviceMissing
-from edge.health import ApiProbe, Health
+from edge.health import ApiProbe, DiskWatch, Health, is_disk_full
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
 from edge.parts import Parts, build_parts
@@ -59,6 +60,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._camera_lock = threading.Lock()
         self.api_probe: ApiProbe | None = None
+        self.disk = DiskWatch(cfg.device.state_dir)
         self.ui = KioskUi(self)
 
     # -- life cycle ------------------------------------------------------------
@@ -191,9 +193,9 @@ class Daemon:
             if self.api_probe is not None:
                 # a real request to our own socket: a starved or wedged API stops the pings
                 self.api_probe.check(min(API_PROBE_TIMEOUT_S, interval / 2))
-            problems = self.health()
-            if not problems:
+            if not self._watchdog_problems():
                 self.notifier.watchdog()
+            problems = self.health()
             line = self.status_line() if not problems else "unhealthy: " + "; ".join(problems)
             if line != last_status:
                 self.notifier.status(line)
@@ -207,6 +209,7 @@ class Daemon:
         try:
             req = parse_request(request)
             answer = self.verifier.verify(req)
+            self.disk.stored()
             if self.parts is not None and self.parts.uplink is not None:
                 self.parts.uplink.wake()
             return 200, answer
@@ -215,15 +218,44 @@ class Daemon:
         except OutboxFull as exc:
             log.error("%s", exc)
             return 507, {"error": str(exc), "decision": None}
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            self.disk.failed(exc)
+            log.error(
+                "verification not stored: disk full in %s: %s", self.cfg.device.state_dir, exc
+            )
+            return 507, {
+                "error": f"disk full: nothing stored ({self.cfg.device.state_dir}: {exc})",
+                "error_key": "disk_full",
+                "decision": None,
+            }
 
     def ui_handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
         """The kiosk screen's endpoints (edge/ui/kiosk.py)."""
         if self.state != "ready":
             return Reply(503, {"error": f"daemon is {self.state}", "error_key": "not_ready"})
-        return self.ui.handle(method, path, token, body)
+        try:
+            return self.ui.handle(method, path, token, body)
+        except (sqlite3.OperationalError, OSError) as exc:  # e.g. an audit event on a full disk
+            if not is_disk_full(exc):
+                raise
+            self.disk.failed(exc)
+            message = f"disk full: nothing stored ({self.cfg.device.state_dir}: {exc})"
+            return Reply(507, {"error": message, "error_key": "outbox_full"})
 
     def health(self) -> list[str]:
-        """What is wrong now (empty when healthy): silent parts and parts' own reports."""
+        """What is wrong now (empty when healthy): what stops the watchdog, and a full disk.
+
+        A full disk is reported (GET /v1/health answers 503) but does not stop the watchdog:
+        a restart frees no space, and the daemon still answers and refuses with 507.
+        """
+        problems = self._watchdog_problems()
+        disk = self.disk.problem()
+        return [*problems, disk] if disk else problems
+
+    def _watchdog_problems(self) -> list[str]:
+        """Silent parts, an API that does not answer, and parts' own reports."""
         problems = self.beats.problems()
         if self.api_probe is not None and self.api_probe.problem:
             problems.append(self.api_probe.problem)
