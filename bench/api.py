@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import selectors
 import socket
 import statistics
 import threading
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 from edge.api import ApiServer, request_json
+from tests.support.daemon import burst_posts
 
 
 class _Backend:
@@ -39,55 +39,6 @@ class _Backend:
 
     def health(self) -> list[str]:
         return []
-
-
-def burst(address: tuple[str, int], n: int, timeout_s: float) -> dict[str, int]:
-    """n clients connect and POST at once (non-blocking); count the answers."""
-    body = b'{"kpm_id": "KPM-0001", "officer_id": "o1"}'
-    request = (
-        b"POST /v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    sel = selectors.DefaultSelector()
-    got: dict[socket.socket, bytearray] = {}
-    for _ in range(n):
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(address)
-        got[c] = bytearray()
-        sel.register(c, selectors.EVENT_WRITE)
-    counts: dict[str, int] = {}
-    sent: set[socket.socket] = set()
-    deadline = time.monotonic() + timeout_s
-    while got and time.monotonic() < deadline:
-        for key, events in sel.select(timeout=1.0):
-            s: Any = key.fileobj
-            try:
-                if s not in sent and events & selectors.EVENT_WRITE:
-                    s.sendall(request)
-                    sent.add(s)
-                    sel.modify(s, selectors.EVENT_READ)
-                    continue
-                chunk = s.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                what = type(exc).__name__
-            else:
-                if chunk:
-                    got[s] += chunk
-                    continue
-                what = bytes(got[s]).split(b"\r\n", 1)[0].decode("latin-1") or "closed, no answer"
-            counts[what] = counts.get(what, 0) + 1
-            sel.unregister(s)
-            s.close()
-            del got[s]
-    for s in got:
-        counts["no answer in time"] = counts.get("no answer in time", 0) + 1
-        s.close()
-    sel.close()
-    return counts
 
 
 def main() -> None:
@@ -128,7 +79,7 @@ def main() -> None:
         prober = threading.Thread(target=probe)
         prober.start()
         t0 = time.monotonic()
-        counts = burst(address, args.concurrent, 60.0)
+        counts = burst_posts(address, args.concurrent, 60.0)
         took = time.monotonic() - t0
         time.sleep(0.3)
         stop.set()

@@ -9,7 +9,6 @@ traceback instead of an answer.
 from __future__ import annotations
 
 import resource
-import selectors
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from edge.api import ApiLimits, ApiServer, request_json
+from tests.support.daemon import burst_posts
 
 IDLE = 1000
 CONCURRENT = 500
@@ -144,58 +144,6 @@ def _open_idle(srv: ApiServer, n: int) -> list[socket.socket]:
     return socks
 
 
-def _burst_posts(srv: ApiServer, n: int, timeout: float = 60.0) -> dict[str, int]:
-    """`n` clients connect and POST at once; count answers by status and resets."""
-    body = b'{"kpm_id": "KPM-0001", "officer_id": "o1"}'
-    request = (
-        b"POST /v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    sel = selectors.DefaultSelector()
-    counts: dict[str, int] = {}
-    pending: dict[socket.socket, bytearray] = {}
-    for _ in range(n):
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        c.setblocking(False)
-        c.connect_ex(_addr(srv))
-        pending[c] = bytearray()
-        sel.register(c, selectors.EVENT_WRITE)
-    deadline = time.monotonic() + timeout
-    sent: set[socket.socket] = set()
-    while pending and time.monotonic() < deadline:
-        for key, events in sel.select(timeout=1.0):
-            s: Any = key.fileobj
-            try:
-                if s not in sent and events & selectors.EVENT_WRITE:
-                    s.sendall(request)
-                    sent.add(s)
-                    sel.modify(s, selectors.EVENT_READ)
-                    continue
-                chunk = s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError, ConnectionRefusedError) as exc:
-                counts[type(exc).__name__] = counts.get(type(exc).__name__, 0) + 1
-                sel.unregister(s)
-                s.close()
-                del pending[s]
-                continue
-            except BlockingIOError:
-                continue
-            if chunk:
-                pending[s] += chunk
-                continue
-            line = _status_line(bytes(pending[s])) or "closed without an answer"
-            counts[line] = counts.get(line, 0) + 1
-            sel.unregister(s)
-            s.close()
-            del pending[s]
-    for s in pending:
-        counts["no answer in time"] = counts.get("no answer in time", 0) + 1
-        s.close()
-    sel.close()
-    return counts
-
-
 def test_idle_connections_cost_no_threads(srv: ApiServer, fd_room: None) -> None:
     before = threading.active_count()
     idle = _open_idle(srv, IDLE)
@@ -230,7 +178,7 @@ def test_status_answers_through_1000_idle_and_500_concurrent(srv: ApiServer, fd_
     prober.start()
     try:
         t0 = time.monotonic()
-        counts = _burst_posts(srv, CONCURRENT)
+        counts = burst_posts(_addr(srv), CONCURRENT)
         took = time.monotonic() - t0
     finally:
         stop.set()

@@ -11,7 +11,6 @@ import os
 import resource
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from edge.daemon import Daemon
 from edge.health import ApiProbe
 from edge.keys import init_device_key
 from edge.notify import Notifier
-from tests.conftest import REPO, WriteConfig
+from tests.conftest import WriteConfig
+from tests.support.daemon import spawn_daemon, stop_daemon
 from tests.support.helpers import free_port
 from tests.test_daemon_e2e import NotifyListener
 
@@ -62,22 +62,9 @@ def _fill(path: Path) -> Path:
 @contextlib.contextmanager
 def running_daemon(cfg: Path, tmp_path: Path, watchdog_s: float = 2.0) -> Iterator[Any]:
     notify = NotifyListener(tmp_path / "notify.sock")
-    env = {
-        **os.environ,
-        "NOTIFY_SOCKET": str(notify.path),
-        "WATCHDOG_USEC": str(int(watchdog_s * 1e6)),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("WATCHDOG_PID", None)
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "-v", "run", "--config", str(cfg)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        proc = spawn_daemon(cfg, notify.path, log, int(watchdog_s * 1e6))
         try:
             deadline = time.monotonic() + 120
             while not notify.seen("READY=1"):
@@ -86,12 +73,7 @@ def running_daemon(cfg: Path, tmp_path: Path, watchdog_s: float = 2.0) -> Iterat
                 time.sleep(0.1)
             yield proc, notify, log_path
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_daemon(proc, 30)
             notify.close()
 
 
