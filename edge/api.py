@@ -207,6 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             self._send(400, {"error": f"body is not JSON: {exc}"})
             return
+        except ValueError as exc:  # e.g. a number of more than 4300 digits
+            self._send(400, {"error": f"body is not JSON this API accepts: {exc}"})
+            return
         except RecursionError:
             self._send(400, {"error": "body is not JSON this API accepts: nested too deeply"})
             return
@@ -259,6 +262,7 @@ def _canned(code: int, reason: str, message: str) -> bytes:
 
 
 _BUSY = _canned(503, "Service Unavailable", "busy: too many requests queued; try again")
+_INTERNAL = _canned(500, "Internal Server Error", "internal error; see the journal")
 _TIMEOUT = _canned(408, "Request Timeout", "request not complete in time")
 _TOO_LARGE_HEAD = _canned(431, "Request Header Fields Too Large", "request headers too large")
 
@@ -585,6 +589,10 @@ class ApiServer:
         try:
             handler.handle_one_request()
         except OSError:  # the client went away or stopped reading
+            return False
+        except Exception:  # a bug: answer 500 rather than close in silence
+            log.exception("api: request failed")
+            _send_quietly(conn.sock, _INTERNAL)
             return False
         conn.served += 1
         conn.sock.setblocking(False)

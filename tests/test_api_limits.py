@@ -104,6 +104,14 @@ def srv() -> Iterator[ApiServer]:
             b"POST /v1/verify HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n{}",
             "Content-Length",
         ),
+        (
+            "a 5,000-digit number in the body",
+            b"POST /v1/verify HTTP/1.1\r\nContent-Length: 5012\r\n\r\n"
+            + b'{"kpm_id": '
+            + b"1" * 5000
+            + b"}",
+            "not JSON this API accepts",
+        ),
         ("raw NUL in a /ui/ path", b"GET /ui/a\x00b HTTP/1.1\r\n\r\n", "control characters"),
         ("%00 in a /ui/ path", b"GET /ui/%00 HTTP/1.1\r\n\r\n", "control characters"),
     ],
