@@ -94,8 +94,15 @@ def static_file(path: str) -> tuple[bytes, str] | None:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "bansos-edge"
     protocol_version = "HTTP/1.1"
+    # a request line that cannot be parsed still gets a status line (not an HTTP/0.9 body)
+    default_request_version = "HTTP/1.1"
     backend: ApiBackend
     max_body: int
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's protocol errors (bad request line, headers) as JSON, then close."""
+        self.close_connection = True
+        self._send(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
     def address_string(self) -> str:  # Unix sockets have no client address
         return str(self.client_address[0]) if self.client_address else "unix"

@@ -136,6 +136,26 @@ def test_malformed_requests_get_a_clean_400(
     assert request_json(srv.address, "GET", "/v1/status", timeout=5)[0] == 200
 
 
+def test_garbage_gets_a_json_answer_and_the_server_keeps_serving(srv: ApiServer) -> None:
+    """Random bytes, a header without a colon, 150 headers: a status line and JSON, always."""
+    import random
+
+    rng = random.Random(19)
+    cases = [
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\nnocolon\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\n" + b"X: y\r\n" * 150 + b"\r\n",
+        b"POST /v1/verify HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v1/verify HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    ]
+    cases += [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200))) for _ in range(40)]
+    for case in cases:
+        answer = _raw(srv, case.rstrip(b"\r\n") + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 "), (case[:40], answer[:100])
+        assert b"application/json" in answer, (case[:40], answer[:200])
+    assert request_json(srv.address, "GET", "/v1/status", timeout=5)[0] == 200
+
+
 def test_long_ui_path_is_404_not_500(srv: ApiServer) -> None:
     answer = _raw(srv, b"GET /ui/" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n")
     assert _status_line(answer).startswith("HTTP/1.1 404")
