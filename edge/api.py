@@ -653,7 +653,7 @@ def request_json(
         conn = _UnixConnection(listen[len("unix:") :], timeout)
     else:
         host, _, port = listen.rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
     try:
         data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}

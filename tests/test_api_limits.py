@@ -281,3 +281,13 @@ def test_keep_alive_and_pipelining(srv: ApiServer) -> None:
         while data.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
             data += s.recv(65536)
         assert data.count(b"HTTP/1.1 200") == 2
+
+
+def test_ipv6_loopback_listen() -> None:
+    server = ApiServer("[::1]:0", Backend())
+    server.start()
+    try:
+        port = server.address.rpartition(":")[2]
+        assert request_json(f"[::1]:{port}", "GET", "/v1/status", timeout=5)[0] == 200
+    finally:
+        server.stop()
