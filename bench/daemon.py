@@ -82,7 +82,7 @@ def main() -> None:
     cfg = tmp / "edge.toml"
     cfg.write_text(
         f'[device]\nstate_dir = "{state}"\n[hq]\nsigning_public_key = "{b64(bytes(hq.verify_key))}"\n'
-        f'[camera]\nreplay_path = "{FACE}"\n[face]\nburst_frames = 3\n'
+        f'[camera]\nbackend = "replay"\nreplay_path = "{FACE}"\n[face]\nburst_frames = 3\n'
         f'[gps]\nenabled = false\n[mqtt]\nenabled = false\n[api]\nlisten = "{listen}"\n'
     )
     edge = [sys.executable, "-m", "edge"]

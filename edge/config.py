@@ -8,6 +8,7 @@ admin understands (file, key, what is expected).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tomllib
@@ -120,9 +121,11 @@ class LivenessConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """Which camera backend to use; replay serves everywhere that is not a Pi."""
+    """Which camera backend to use. A kiosk has a camera module (picamera2, the default);
+    "replay" (files, the bundled sample faces when replay_path is "") is for `edge demo`,
+    tests and development, and must be chosen explicitly."""
 
-    backend: str = field(default="replay", metadata=_choices("replay", "picamera2"))
+    backend: str = field(default="picamera2", metadata=_choices("replay", "picamera2"))
     replay_path: str = ""
     replay_loop: bool = True
     width: int = field(default=1280, metadata=_rng(160, 4608))
@@ -182,7 +185,19 @@ class ApiConfig:
     """The local verification API used by the kiosk screen and `edge verify`."""
 
     listen: str = "127.0.0.1:8470"
+    # A non-loopback listen address lets anyone on that network call /v1/verify without a
+    # token (the local CLI's form): refused unless this is set (README "The local API").
+    allow_remote: bool = False
     max_body_bytes: int = field(default=65536, metadata=_rng(256, 16_777_216))
+    # fixed pools: GET (status, health, screen files) and POST (verify, sign-in, scan)
+    workers: int = field(default=3, metadata=_rng(1, 16))
+    write_workers: int = field(default=2, metadata=_rng(1, 16))
+    # open connections; past it the one idle the longest is closed
+    max_connections: int = field(default=2048, metadata=_rng(16, 65536))
+    # a request's headers and body must arrive within this (slow clients are cut off)
+    request_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 300.0))
+    # a keep-alive connection with no request in progress is closed after this
+    idle_timeout_s: float = field(default=120.0, metadata=_rng(1.0, 3600.0))
 
 
 @dataclass(frozen=True)
@@ -308,10 +323,21 @@ def _cross_checks(cfg: Config) -> None:
                 decode_public_key(value)
             except ValueError as exc:
                 raise ConfigError(path, f"hq.{key}", str(exc)) from None
-    _check_listen(path, cfg.api.listen)
+    _check_listen(path, cfg.api.listen, cfg.api.allow_remote)
 
 
-def _check_listen(path: str, listen: str) -> None:
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"; any other name or address may be reachable."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_listen(path: str, listen: str, allow_remote: bool = False) -> None:
     if listen.startswith("unix:"):
         if len(listen) <= len("unix:"):
             raise ConfigError(path, "api.listen", "expected unix:/path/to/socket")
@@ -319,6 +345,51 @@ def _check_listen(path: str, listen: str) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(path, "api.listen", f"expected HOST:PORT or unix:/path, got {listen!r}")
+    if not allow_remote and not is_loopback(host):
+        raise ConfigError(
+            path,
+            "api.listen",
+            f"{host} is not a loopback address: anyone who reaches it could verify without"
+            " a token; use 127.0.0.1 or unix:/path, or set api.allow_remote = true",
+        )
+
+
+def missing_files(cfg: Config) -> list[tuple[str, str]]:
+    """(key, problem) for every file the config names that cannot be read now.
+
+    Not part of parsing: a config may be checked before its TLS files are installed
+    (`edge config check --no-files`); `edge run` and `edge config check` look.
+    """
+    found: list[tuple[str, str]] = []
+    m = cfg.mqtt
+    if m.enabled and m.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            name = getattr(m, key)
+            if not name:
+                continue
+            problem = _file_problem(Path(name))
+            if problem:
+                found.append((f"mqtt.{key}", f"{name}: {problem}"))
+    return found
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        if not path.is_file():
+            return "no such file" if not path.exists() else "not a regular file"
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def check_files(cfg: Config) -> None:
+    """Raise ConfigError (exit 2) naming the first key whose file is missing or unreadable."""
+    for key, problem in missing_files(cfg):
+        raise ConfigError(cfg.source, key, problem)
 
 
 def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:

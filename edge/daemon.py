@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from edge import __version__
-from edge.api import ApiServer
-from edge.config import Config, ConfigError, load_config
-from edge.health import Health
+from edge.api import ApiLimits, ApiServer
+from edge.config import Config, ConfigError, check_files, load_config
+from edge.errors import DeviceMissing
+from edge.health import ApiProbe, DiskWatch, Health, is_disk_full
 from edge.integrity import open_kiosk_store
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CAMERA_PROBE_S = 2.0
 STORE_CHECK_S = 600.0  # PRAGMA quick_check of the store this often (and at start)
+API_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -62,15 +65,19 @@ class Daemon:
         self.state = "starting"
         self._threads: list[threading.Thread] = []
         self._camera_lock = threading.Lock()
+        self.api_probe: ApiProbe | None = None
+        self.disk = DiskWatch(cfg.device.state_dir)
         self.ui = KioskUi(self)
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
+        # bind first: a port in use ends the start before models load or the uplink runs
+        self.api = open_api(self.cfg, self)
         self.notifier.status("loading models")
         self.parts = build_parts(self.cfg, self.store, self.device_id, self.beats)
         self.verifier = self._make_verifier(self.cfg, self.parts)
-        self.api = ApiServer(self.cfg.api.listen, self, self.cfg.api.max_body_bytes)
         self.api.start()
+        self.api_probe = ApiProbe(self.api.address)
         self.beats.register("camera", max(10.0, self.cfg.camera.frame_timeout_s * 3))
         self.beats.register("main", 30.0)
         for name, target in (("camera-probe", self._camera_probe), ("watchdog", self._watchdog)):
@@ -138,6 +145,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.cfg.source)
+            check_files(new)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             self.store.log_event("reload_refused", error=str(exc))
@@ -203,9 +211,12 @@ class Daemon:
             if time.monotonic() - last_check >= STORE_CHECK_S:
                 last_check = time.monotonic()
                 self.check_store()
-            problems = self.health()
-            if not problems:
+            if self.api_probe is not None:
+                # a real request to our own socket: a starved or wedged API stops the pings
+                self.api_probe.check(min(API_PROBE_TIMEOUT_S, interval / 2))
+            if not self._watchdog_problems():
                 self.notifier.watchdog()
+            problems = self.health()
             line = self.status_line() if not problems else "unhealthy: " + "; ".join(problems)
             if line != last_status:
                 self.notifier.status(line)
@@ -221,6 +232,7 @@ class Daemon:
         try:
             req = parse_request(request)
             answer = self.verifier.verify(req)
+            self.disk.stored()
             if self.parts is not None and self.parts.uplink is not None:
                 self.parts.uplink.wake()
             return 200, answer
@@ -240,18 +252,49 @@ class Daemon:
         except OutboxFull as exc:
             log.error("%s", exc)
             return 507, {"error": str(exc), "decision": None}
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            self.disk.failed(exc)
+            log.error(
+                "verification not stored: disk full in %s: %s", self.cfg.device.state_dir, exc
+            )
+            return 507, {
+                "error": f"disk full: nothing stored ({self.cfg.device.state_dir}: {exc})",
+                "error_key": "disk_full",
+                "decision": None,
+            }
 
     def ui_handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
         """The kiosk screen's endpoints (edge/ui/kiosk.py)."""
         if self.state != "ready":
             return Reply(503, {"error": f"daemon is {self.state}", "error_key": "not_ready"})
-        return self.ui.handle(method, path, token, body)
+        try:
+            return self.ui.handle(method, path, token, body)
+        except (sqlite3.OperationalError, OSError) as exc:  # e.g. an audit event on a full disk
+            if not is_disk_full(exc):
+                raise
+            self.disk.failed(exc)
+            message = f"disk full: nothing stored ({self.cfg.device.state_dir}: {exc})"
+            return Reply(507, {"error": message, "error_key": "outbox_full"})
 
     def health(self) -> list[str]:
-        """What is wrong now (empty when healthy): silent parts and parts' own reports."""
+        """What is wrong now (empty when healthy): what stops the watchdog, and a full disk.
+
+        A full disk is reported (GET /v1/health answers 503) but does not stop the watchdog:
+        a restart frees no space, and the daemon still answers and refuses with 507.
+        """
+        problems = self._watchdog_problems()
+        disk = self.disk.problem()
+        return [*problems, disk] if disk else problems
+
+    def _watchdog_problems(self) -> list[str]:
+        """Silent parts, an API that does not answer, and parts' own reports."""
         problems = self.beats.problems()
         if self.store_problem is not None:
             problems.append(self.store_problem)
+        if self.api_probe is not None and self.api_probe.problem:
+            problems.append(self.api_probe.problem)
         if self.parts is not None:
             problems += self.parts.problems()
         return problems
@@ -281,6 +324,25 @@ class Daemon:
         if parts is not None:
             status.update(parts.status())
         return status
+
+
+def open_api(cfg: Config, backend: Daemon) -> ApiServer:
+    """Bind the local API; a port in use or a bad socket path names api.listen (exit 3)."""
+    a = cfg.api
+    limits = ApiLimits(
+        workers=a.workers,
+        write_workers=a.write_workers,
+        max_connections=a.max_connections,
+        request_timeout_s=a.request_timeout_s,
+        idle_timeout_s=a.idle_timeout_s,
+    )
+    try:
+        return ApiServer(a.listen, backend, a.max_body_bytes, limits)
+    except OSError as exc:
+        raise DeviceMissing(
+            f"{cfg.source}: api.listen {a.listen}: cannot listen: {exc.strerror or exc}"
+            + (" (another edge run, or another program, holds it)" if exc.errno == 98 else "")
+        ) from None
 
 
 def run(cfg: Config) -> int:

@@ -44,6 +44,11 @@ def check_models(cfg: Config) -> tuple[bool, str]:
 
 
 def check_camera(cfg: Config) -> tuple[bool, str]:
+    """A frame from the configured camera; the replay camera fails the check, loudly.
+
+    Replay serves files (the bundled sample faces when replay_path is ""): a kiosk on it
+    would verify people against pictures, not against the person at the counter.
+    """
     from edge.capture import open_camera
 
     camera = open_camera(cfg.camera)
@@ -51,7 +56,14 @@ def check_camera(cfg: Config) -> tuple[bool, str]:
         camera.start()
         frame = camera.capture()
         h, w = frame.rgb.shape[:2]
-        return True, f"{camera.describe().get('backend', cfg.camera.backend)}: frame {w}x{h}"
+        backend = camera.describe().get("backend", cfg.camera.backend)
+        if cfg.camera.backend == "replay":
+            source = cfg.camera.replay_path or "the bundled SAMPLE faces"
+            return False, (
+                f"REPLAY camera, not a live one: frames come from {source} (frame {w}x{h});"
+                ' a kiosk must set camera.backend = "picamera2" (replay is for edge demo and tests)'
+            )
+        return True, f"{backend}: frame {w}x{h}"
     finally:
         camera.stop()
 
@@ -96,13 +108,55 @@ def check_broker(cfg: Config) -> tuple[bool, str]:
             return True, f"{m.host}:{m.port} TLS {tls.version()}"
 
 
-def check_clock(cfg: Config) -> tuple[bool, str]:
-    from edge.capture.clock import ntp_synchronized
+GPS_TIME_WAIT_S = 5.0
 
-    synced = ntp_synchronized()
-    if synced is None:
-        return True, "NTP state unknown here; records use GPS time when there is a fix"
-    return True, "NTP synchronised" if synced else "NTP not synchronised: GPS time will be used"
+
+def gps_time_now(cfg: Config, wait_s: float = GPS_TIME_WAIT_S) -> tuple[float | None, str]:
+    """The receiver's time from a fresh gpsd fix, or None with why not."""
+    if not cfg.gps.enabled:
+        return None, "GPS disabled in config"
+    from edge.capture.gps import GpsReader
+
+    with GpsReader(cfg.gps) as reader:
+        if not reader.wait_connected(min(3.0, wait_s)):
+            return None, f"no gpsd at {cfg.gps.host}:{cfg.gps.port}"
+        fix = reader.wait_for_fix(wait_s, fresh=True, with_time=True)
+    if fix is None:
+        return None, f"no GPS fix with time in {wait_s:.0f} s"
+    return fix.gps_time_now(), f"GPS fix {fix.age_s():.1f} s old"
+
+
+def clock_report(
+    gps_time: float | None,
+    gps_note: str,
+    system_time: float,
+    ntp: tuple[bool | None, str],
+    tolerance_s: float,
+) -> tuple[bool, str]:
+    """Pure: the record clock a verification would get now, and how we know (doctor's line).
+
+    ok only when records would carry `gps` or `ntp` time; `unsynced` is a failure.
+    """
+    from edge.capture.clock import choose_clock
+
+    synced, how = ntp
+    choice = choose_clock(gps_time, system_time, synced, tolerance_s)
+    ntp_text = {True: "synchronised", False: "not synchronised", None: "unknown"}[synced]
+    if choice.offset_s is not None:
+        gps_text = f"system clock {choice.offset_s:+.1f} s from GPS ({gps_note})"
+    else:
+        gps_text = f"no GPS time ({gps_note})"
+    detail = f"records get {choice.source} time: {choice.note}; NTP {ntp_text} ({how}); {gps_text}"
+    return choice.source != "unsynced", detail
+
+
+def check_clock(cfg: Config) -> tuple[bool, str]:
+    import time
+
+    from edge.capture.clock import ntp_state
+
+    gps_time, gps_note = gps_time_now(cfg)
+    return clock_report(gps_time, gps_note, time.time(), ntp_state(), cfg.gps.clock_tolerance_s)
 
 
 def check_officers(cfg: Config) -> tuple[bool, str]:

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,9 +47,20 @@ FAILED_DECISIONS = ("no_match", "spoof", "no_face", "poor_quality")
 CLOCKS = ("gps", "ntp", "unsynced")
 GEOFENCE = ("inside", "outside", "unknown")
 EVIDENCE_ALG = "x25519-sealedbox"
-_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TEXT_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_TEXT_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+# control, format (bidi overrides), line/paragraph separators, surrogates
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def control_character(text: str) -> str | None:
+    """The first character of `text` no free-text record field may hold (NUL, newline,
+    bidi override...), as U+XXXX, or None."""
+    for c in text:
+        if unicodedata.category(c) in _CONTROL_CATEGORIES:
+            return f"U+{ord(c):04X}"
+    return None
 
 
 class RecordInvalid(ValueError):
@@ -225,6 +237,8 @@ def check_fields(record: Mapping[str, Any]) -> None:
     _need(record["clock"] in CLOCKS, f"clock: {record['clock']!r}")
     _need(record["geofence"] in GEOFENCE, f"geofence: {record['geofence']!r}")
     _need(record["reason"] is None or isinstance(record["reason"], str), "reason: expected text")
+    bad = control_character(record["reason"]) if isinstance(record["reason"], str) else None
+    _need(bad is None, f"reason: control character {bad}")
     for name in ("score", "threshold"):
         x = record[name]
         _need(

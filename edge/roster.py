@@ -33,9 +33,9 @@ from edge.records import PROGRAMMES, canonical_json
 BUNDLE_VERSION = 1
 EMBEDDING_DIM = 128
 MAX_TEMPLATES = 8
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z\Z")
 REGISTRY = "registry"
 CAPTURE_PREFIX = "capture:"
 

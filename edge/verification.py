@@ -29,6 +29,7 @@ from edge.records import (
     Evidence,
     Verification,
     build_record,
+    control_character,
     seal_evidence,
 )
 from edge.roster import RosterEntry
@@ -36,7 +37,7 @@ from edge.store import OutboxFull, OutboxLimits, Store
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 FACE_DECISIONS = ("match", "no_match", "spoof", "no_face", "poor_quality")
 
 
@@ -96,6 +97,9 @@ def parse_request(obj: dict[str, Any]) -> Request:
     reason = obj.get("manual_reason")
     if reason is not None and (not isinstance(reason, str) or not 5 <= len(reason.strip()) <= 500):
         raise BadRequest("manual_reason: expected 5-500 characters saying why")
+    bad = control_character(reason) if isinstance(reason, str) else None
+    if bad is not None:
+        raise BadRequest(f"manual_reason: control character {bad} not allowed; one line of text")
     return Request(obj["kpm_id"], obj["officer_id"], programme, period, reason)
 
 

@@ -82,6 +82,8 @@ def write_config(tmp_path: Path, hq_keys: HqKeys) -> WriteConfig:
             },
             "mqtt": {"enabled": False},
             "gps": {"enabled": False},
+            # the default is picamera2: a test kiosk names its replay camera (the sample faces)
+            "camera": {"backend": "replay"},
         }
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)

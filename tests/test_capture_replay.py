@@ -33,7 +33,7 @@ def solid(
 
 
 def test_bundled_sample_faces_by_default() -> None:
-    cam = open_camera(CameraConfig())
+    cam = open_camera(CameraConfig(backend="replay"))
     assert isinstance(cam, ReplayCamera) and cam.path == DEFAULT_SAMPLES
     with cam:
         frames = cam.burst(4)

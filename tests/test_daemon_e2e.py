@@ -36,6 +36,7 @@ from edge.records import verify_chain
 from edge.roster import encode_template, sign_bundle
 from tests.conftest import REPO
 from tests.hq_sim import HqSim
+from tests.support.daemon import spawn_daemon
 from tests.support.gpsd import gpsfake_server
 from tests.support.helpers import free_port, wait_for, write_toml
 from tests.support.mqtt import Broker, Pki
@@ -197,21 +198,8 @@ def world(tmp_path: Path, pki: Pki, broker: Broker) -> Iterator[dict[str, Any]]:
         )
         assert imported.returncode == 0, imported.stderr
         notify = NotifyListener(tmp_path / "notify.sock")
-        env = {
-            **os.environ,
-            "NOTIFY_SOCKET": str(notify.path),
-            "WATCHDOG_USEC": "2000000",
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.pop("WATCHDOG_PID", None)
         log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "-v", "run", "--config", str(cfg)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        proc = spawn_daemon(cfg, notify.path, log, watchdog_usec=2_000_000)
         try:
             yield {
                 "proc": proc,

@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from edge.roster import encode_template, format_utc, parse_utc, sign_bundle
 from edge.ui.officers import hash_pin
 from tests.conftest import REPO, HqKeys, WriteConfig, run_edge
 from tests.hq_sim import HqSim
+from tests.support.daemon import spawn_daemon, stop_daemon
 from tests.support.gpsd import gpsfake_server
 from tests.support.helpers import free_port, toml_value
 from tests.support.mqtt import Broker, Pki
@@ -208,16 +208,9 @@ def ui_world(
             done = run_edge("roster", "import", "--config", str(cfg), str(path))
             assert done.returncode == 0, done.stderr
         notify = NotifyListener(tmp_path / "notify.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
         log_path = tmp_path / "daemon.log"
         log = open(log_path, "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "-v", "run", "--config", str(cfg)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        proc = spawn_daemon(cfg, notify.path, log)
         world = UiWorld(
             proc,
             f"http://{listen}",
@@ -237,13 +230,7 @@ def ui_world(
                 time.sleep(0.1)
             yield world
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_daemon(proc)
             log.close()
             notify.close()
             feed.close()

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,23 @@ def ntp_synchronized() -> bool | None:
     if result is None:
         result = _timedatectl()
     return result
+
+
+TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def ntp_state() -> tuple[bool | None, str]:
+    """(synchronised?, who says so), for `edge doctor`: systemd's view first, as an admin
+    sees it in `timedatectl`, then systemd-timesyncd's flag file, then the kernel."""
+    value = _timedatectl()
+    if value is not None:
+        return value, "timedatectl NTPSynchronized"
+    if TIMESYNCD_FLAG.exists():  # timesyncd creates it once it has synchronised
+        return True, str(TIMESYNCD_FLAG)
+    value = _adjtimex()
+    if value is not None:
+        return value, "kernel adjtimex"
+    return None, "no timedatectl, timesyncd flag or adjtimex on this system"
 
 
 class NtpCache:

@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from edge.cli.common import config_option, emit_json, get_config, json_option
-from edge.config import config_to_toml
+from edge.config import check_files, config_to_toml
 
 
 @click.group("config")
@@ -18,9 +18,16 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @json_option
-def check(as_json: bool) -> None:
-    """Validate the config file (exit 2 with file and key when it is wrong)."""
+@click.option(
+    "--no-files",
+    is_flag=True,
+    help="Do not look for the files it names (TLS files not installed yet).",
+)
+def check(as_json: bool, no_files: bool) -> None:
+    """Validate the config file and the files it names (exit 2 with file and key)."""
     cfg = get_config()
+    if not no_files:
+        check_files(cfg)
     if as_json:
         emit_json({"ok": True, "file": cfg.source})
     else:

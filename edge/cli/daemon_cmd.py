@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import click
 
 from edge.api import request_json
 from edge.cli.common import config_option, emit_json, get_config, json_option
-from edge.config import Config
+from edge.config import Config, check_files
 from edge.errors import EXIT_MISSING, EXIT_NEGATIVE, BadInput, DeviceMissing, EdgeError
 from edge.keys import device_id_for, load_signing_key
 from edge.store import Store
@@ -29,7 +30,15 @@ def run_cmd() -> None:
     """Run the kiosk daemon (under systemd: Type=notify)."""
     from edge.daemon import Daemon
 
-    sys.exit(Daemon(get_config()).serve())
+    cfg = get_config()
+    check_files(cfg)  # a missing TLS file is named now (exit 2), not at the first connect
+    if cfg.camera.backend == "replay":
+        logging.getLogger("edge").warning(
+            "camera.backend is replay: verifying against %s, not a live camera;"
+            " a kiosk must use picamera2",
+            cfg.camera.replay_path or "the bundled SAMPLE faces",
+        )
+    sys.exit(Daemon(cfg).serve())
 
 
 def _daemon_up(cfg: Config, path: str, timeout: float = 3.0) -> tuple[int, dict[str, Any]] | None:

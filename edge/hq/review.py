@@ -21,7 +21,7 @@ from edge.hq.store import audit
 from edge.records import Evidence, open_evidence
 
 log = logging.getLogger(__name__)
-_REVIEWER = re.compile(r"^[A-Za-z0-9._@:-]{1,64}$")
+_REVIEWER = re.compile(r"^[A-Za-z0-9._@:-]{1,64}\Z")
 
 
 class NoEvidence(BadInput):

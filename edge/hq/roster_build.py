@@ -35,7 +35,7 @@ from edge.roster import (
     sign_bundle,
 )
 
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PHOTOS = 8
 DEFAULT_VALID_DAYS = 35.0  # a monthly period plus a few days' grace

@@ -19,8 +19,9 @@ from typing import Any
 
 from edge.errors import BadInput
 
-PIN_RE = re.compile(r"^[0-9]{4,8}$")
-ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+# \Z, not $: "$" also matches before a final newline ("KPM-0001\n" would pass)
+PIN_RE = re.compile(r"^[0-9]{4,8}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 MAX_TRACKED = 1000  # officer ids with wrong-PIN counts kept in memory
 
@@ -31,7 +32,7 @@ class OfficersFileError(BadInput):
 
 def hash_pin(pin: str, *, salt: bytes | None = None, n: int = SCRYPT_N) -> str:
     """`scrypt$N$r$p$<salt b64>$<hash b64>` for a 4-8 digit PIN."""
-    if not PIN_RE.match(pin):
+    if not PIN_RE.fullmatch(pin):
         raise BadInput("PIN: expected 4 to 8 digits")
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.scrypt(
@@ -65,14 +66,27 @@ def parse_pin_hash(text: str) -> tuple[int, int, int, bytes, bytes]:
 
 
 def verify_pin(pin: str, pin_hash: str) -> bool:
-    """Constant-time check of a PIN against its hash; a malformed PIN is simply wrong."""
-    if not PIN_RE.match(pin):
-        return False
+    """Constant-time check of a PIN against its hash; a malformed PIN is simply wrong.
+
+    A malformed PIN is hashed all the same (as "0000"), so the time taken says nothing.
+    """
+    well_formed = bool(PIN_RE.fullmatch(pin))
     n, r, p, salt, digest = parse_pin_hash(pin_hash)
     got = hashlib.scrypt(
-        pin.encode(), salt=salt, n=n, r=r, p=p, maxmem=128 << 20, dklen=len(digest)
+        (pin if well_formed else "0000").encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=128 << 20,
+        dklen=len(digest),
     )
-    return hmac.compare_digest(got, digest)
+    return hmac.compare_digest(got, digest) and well_formed
+
+
+# Hashed in place of a real officer's hash for an unknown id, so that a wrong PIN takes as
+# long for an id that does not exist as for one that does (ids must not leak by timing).
+_DUMMY_HASH = hash_pin("0000", salt=b"bansos-edge-dummy-officer")
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ def parse_officers(data: Mapping[str, Any], source: str) -> dict[str, Officer]:
         if unknown:
             raise OfficersFileError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         oid = entry.get("id")
-        if not isinstance(oid, str) or not ID_RE.match(oid):
+        if not isinstance(oid, str) or not ID_RE.fullmatch(oid):
             raise OfficersFileError(f"{where}: id: expected 1-64 letters, digits or ._:/-")
         where = f"{source}: officer {oid!r}"
         if oid in out:
@@ -193,7 +207,9 @@ class OfficerBook:
         if fails.locked_until > now:
             left = round(fails.locked_until - now)
             return SignIn(None, 423, "officer locked", locked_for_s=left)
-        ok = officer is not None and verify_pin(pin, officer.pin_hash)
+        # the same scrypt work whether or not the id is known: no timing tells them apart
+        ok = verify_pin(pin, officer.pin_hash if officer is not None else self._dummy_hash())
+        ok = ok and officer is not None
         if not ok or officer is None:
             fails.count += 1
             if fails.count >= self.lockout_after:
@@ -205,6 +221,18 @@ class OfficerBook:
             return SignIn(None, 401, "wrong officer id or PIN", attempts_left=left)
         self.failures.pop(officer_id, None)
         return SignIn(self._open(officer, now), 200)
+
+    def _dummy_hash(self) -> str:
+        """A hash with the cost parameters of this list's officers (scrypt N is per hash)."""
+        for officer in self.officers.values():
+            try:
+                n = parse_pin_hash(officer.pin_hash)[0]
+            except ValueError:
+                continue
+            if n != SCRYPT_N:
+                return hash_pin("0000", salt=b"bansos-edge-dummy-officer", n=n)
+            break
+        return _DUMMY_HASH
 
     def sign_in_badge(self, badge: str, now: float) -> SignIn:
         for officer in self.officers.values():
