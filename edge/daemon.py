@@ -108,6 +108,7 @@ class Daemon:
             hq_box_key=hq_box,
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
             challenge=parts.challenge(self._camera_lock),
+            camera=parts.camera_backend(),
             max_attempts=cfg.ui.max_attempts,
         )
 

@@ -58,6 +58,7 @@ def verify_once(cfg: Config, request: dict[str, Any], image: Path | None) -> dic
             ),
             limits=OutboxLimits(cfg.outbox.max_rows, cfg.outbox.max_bytes),
             challenge=parts.challenge(),
+            camera=parts.camera_backend(),
             max_attempts=cfg.ui.max_attempts,
         )
         try:

@@ -110,6 +110,11 @@ class Parts:
             "model": self.pipeline.describe(),
         }
 
+    def camera_backend(self) -> str | None:
+        """The camera backend's name as records carry it (picamera2 or replay)."""
+        backend = self.camera.describe().get("backend", self.cfg.camera.backend)
+        return str(backend) if backend in ("picamera2", "replay") else None
+
     def challenge(
         self, lock: AbstractContextManager[Any] | threading.Lock | None = None
     ) -> Callable[[Callable[[str | None, int, float], None]], dict[str, Any]] | None:

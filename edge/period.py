@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])\Z")
 PERIOD_FORMAT = "YYYY-MM (e.g. 2026-11)"
 
 

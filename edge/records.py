@@ -24,7 +24,8 @@ from nacl.signing import SigningKey, VerifyKey
 
 from edge.keys import b64, unb64
 
-SCHEMA_VERSION = 2  # 2 added `liveness`; version 1 records (no PAD) still verify
+SCHEMA_VERSION = 2  # 2 added `liveness` and `camera`; version 1 records still verify
+CAMERAS = ("picamera2", "replay")
 SCHEMA_VERSIONS = (1, 2)
 GENESIS_HASH = "0" * 64
 PROGRAMMES = ("sembako", "pkh")
@@ -147,6 +148,9 @@ class Verification:
     evidence: dict[str, str] | None = None
     # PAD over the burst: score, threshold, frames judged/live/needed, model sha256s
     liveness: dict[str, Any] | None = None
+    # the camera backend whose frames were judged (null when no frame was taken); HQ flags
+    # `replay`: files played to the pipeline, not a person in front of a camera
+    camera: str | None = None
 
 
 def _round(value: float | None) -> float | None:
@@ -192,6 +196,7 @@ def build_record(
         "frames_used": v.frames_used,
         "evidence": v.evidence,
         "liveness": v.liveness,
+        "camera": v.camera,
     }
     check_fields(record)
     record["sig"] = b64(key.sign(signed_bytes(record)).signature)
@@ -213,7 +218,7 @@ def check_fields(record: Mapping[str, Any]) -> None:
         f"unsupported schema version {raw_version!r}",
     )
     version = int(str(raw_version))
-    expected = set(_FIELDS_V1) | ({"liveness"} if version >= 2 else set())
+    expected = set(_FIELDS_V1) | ({"liveness", "camera"} if version >= 2 else set())
     keys = set(record) - {"sig"}
     _need(not (expected - keys), f"missing fields: {', '.join(sorted(expected - keys))}")
     _need(not (keys - expected), f"unknown fields: {', '.join(sorted(keys - expected))}")
@@ -265,6 +270,7 @@ def check_fields(record: Mapping[str, Any]) -> None:
     _need(version >= 2 or record["decision"] != "spoof", "decision: spoof needs schema v2")
     if version >= 2:
         check_liveness(record["liveness"], str(record["decision"]))
+        _need(record["camera"] is None or record["camera"] in CAMERAS, "camera: unknown backend")
 
 
 _FIELDS_V1 = (

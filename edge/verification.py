@@ -143,6 +143,7 @@ class Verifier:
         hq_box_key: PublicKey | None,
         limits: OutboxLimits | None,
         challenge: Challenge | None = None,
+        camera: str | None = None,
         max_attempts: int | None = None,
     ) -> None:
         self.store = store
@@ -156,6 +157,7 @@ class Verifier:
         self.hq_box_key = hq_box_key
         self.limits = limits
         self.challenge = challenge
+        self.camera = camera  # the backend's name, recorded with every captured decision
         self.max_attempts = (
             max_attempts  # face checks per officer, KPM and period (ui.max_attempts)
         )
@@ -211,6 +213,7 @@ class Verifier:
         frames_total = 0
         evidence = None
         liveness: dict[str, Any] | None = None
+        captured = False  # frames were taken (challenge or burst): the record names the camera
         reason: str | None
         override = False
         if elig.decision == "already_served" and req.manual_reason is not None:
@@ -234,6 +237,7 @@ class Verifier:
             "passed"
         ]:
             decision = "spoof"
+            captured = True
             reason = f"liveness challenge failed: {summary['reason']}"
             liveness = {
                 "score": None,
@@ -248,6 +252,7 @@ class Verifier:
             assert entry is not None
             self._check_attempts(req.officer_id, entry)
             frames = self.burst(self.burst_frames)
+            captured = True
             frames_total = len(frames)
             result = self.decider.verify_burst(frames, entry.template_arrays())
             decision = str(result.decision)
@@ -283,6 +288,7 @@ class Verifier:
             reason=reason,
             evidence=evidence,
             liveness=liveness,
+            camera=self.camera if captured else None,
         )
         final = [v]
 

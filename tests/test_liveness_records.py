@@ -90,7 +90,7 @@ def test_inconsistent_liveness_is_refused(decision, lv, message):
 def test_version_1_records_still_verify_but_cannot_say_spoof():
     key = SigningKey(b"k" * 32)
     rec = build("match", None)
-    old = {k: v for k, v in rec.items() if k not in ("liveness", "sig")}
+    old = {k: v for k, v in rec.items() if k not in ("liveness", "camera", "sig")}
     old["v"] = 1
     from edge.keys import b64
 
@@ -178,9 +178,12 @@ def test_hq_accepts_spoof_records_and_counts_spoofs_and_overrides(tmp_path: Path
     from edge.records import canonical_json
 
     v, decider, (store, key, *_rest) = make(tmp_path)
+    v.camera = "replay"  # a kiosk replaying files: HQ must flag it
     decider.outcome = PadOutcome("spoof", score=0.92)
     v.verify(parse_request({"kpm_id": "KPM-1", "officer_id": "o"}))
     v.verify(parse_request({"kpm_id": "KPM-1", "officer_id": "o", "manual_reason": "KTP ok"}))
+    spoof, manual = list(store.iter_records())
+    assert spoof["camera"] == "replay" and manual["camera"] is None  # no frame taken
     db = open_database(f"sqlite:///{tmp_path / 'hq.db'}")
     add_device(db, v.device_id, b64(bytes(key.verify_key)))
     batch = []
@@ -194,6 +197,7 @@ def test_hq_accepts_spoof_records_and_counts_spoofs_and_overrides(tmp_path: Path
     assert period["spoofs"] == 1 and period["manual_after_spoof"] == 1
     assert period["decisions"] == {"manual": 1, "spoof": 1}
     assert period["match_without_liveness"] == 0
+    assert period["replay_records"] == 1 and period["replay_devices"] == [v.device_id]
     assert json.loads(json.dumps(period)) == period  # plain JSON for `edge hq report --json`
 
 
@@ -208,3 +212,12 @@ def test_a_challenge_needs_liveness_on(tmp_path):
                       "mqtt": {"enabled": False}})  # fmt: skip
     cfg = parse_config({"liveness": {"challenge": "turn"}, "mqtt": {"enabled": False}})
     assert cfg.liveness.challenge == "turn" and cfg.liveness.challenge_turn == 0.35
+
+
+def test_the_record_names_a_known_camera_backend():
+    v = dataclasses.replace(make_verification(1, decision="no_match"), camera="usb")
+    with pytest.raises(RecordInvalid, match="camera: unknown backend"):
+        build_record(v, device_id="dev-1", seq=1, prev_hash="0" * 64, key=SigningKey(b"k" * 32))
+    ok = dataclasses.replace(v, camera="picamera2")
+    rec = build_record(ok, device_id="dev-1", seq=1, prev_hash="0" * 64, key=SigningKey(b"k" * 32))
+    assert rec["camera"] == "picamera2"

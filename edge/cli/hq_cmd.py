@@ -395,6 +395,11 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
             f"{p['no_match_rate']}, outside geofence {p['outside_geofence']}, "
             f"spoof {p['spoofs']} (manual after spoof {p['manual_after_spoof']}), "
             f"matches without liveness {p['match_without_liveness']}"
+            + (
+                f", REPLAY CAMERA {p['replay_records']} records from {', '.join(p['replay_devices'])}"
+                if p["replay_records"]
+                else ""
+            )
         )
     for d in report["double_collection"]:
         where = "across kiosks" if d["across_kiosks"] else "on one kiosk"

@@ -182,6 +182,29 @@ def _liveness_counts(db: Database, acc: dict[tuple[str, str], dict[str, Any]]) -
             found["manual_after_spoof"] += 1
         if decision == "match" and rec.get("liveness") is None:
             found["match_without_liveness"] += 1
+    _replay_counts(db, acc)
+
+
+def _replay_counts(db: Database, acc: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Per period: records whose frames came from the replay camera (files, not a person).
+
+    Outside a demo or a test bench that is a kiosk misconfigured, or one replaying photos
+    to collect aid: the report names the devices. The signed bytes are canonical JSON, so
+    the prefilter on the body's text is exact; the parsed record decides.
+    """
+    for e in acc.values():
+        e["replay_records"] = 0
+        e["replay_devices"] = []
+    for period, programme, device_id, body in db.iter_rows(
+        "SELECT period, programme, device_id, body FROM records WHERE body LIKE ?",
+        ('%"camera":"replay"%',),
+    ):
+        found = acc.get((str(period), str(programme)))
+        if found is None or json.loads(str(body)).get("camera") != "replay":
+            continue
+        found["replay_records"] += 1
+        if str(device_id) not in found["replay_devices"]:
+            found["replay_devices"].append(str(device_id))
 
 
 def unknown_devices(db: Database) -> dict[str, int]:

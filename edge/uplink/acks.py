@@ -26,7 +26,7 @@ ACK_VERSION = 1
 ACK_TYPE = "ack"
 MAX_ACK_BYTES = 512 * 1024
 MAX_ACK_IDS = 5000
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _KEYS = {"v", "type", "device_id", "ids", "sig"}
 
 

@@ -11,7 +11,7 @@ ROSTER = "roster"
 STATUS = "status"
 
 # An id goes into a topic level: no wildcards, no separators, no `$`.
-_LEVEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_LEVEL = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 def topic(prefix: str, device_id: str, leaf: str) -> str:
