@@ -135,6 +135,7 @@ class _Silent:
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
 
 
+@pytest.mark.slow
 def test_watchdog_stops_when_the_api_cannot_answer(
     write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +178,7 @@ def test_watchdog_stops_when_the_api_cannot_answer(
         daemon.store.close()
 
 
+@pytest.mark.slow
 def test_real_daemon_answers_and_pings_through_1000_idle_connections(
     write_config: WriteConfig, tmp_path: Path
 ) -> None:

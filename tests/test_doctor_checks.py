@@ -96,6 +96,7 @@ def test_clock_ntp_synchronised_is_ok(
     assert ok and "ntp" in detail and "timedatectl" in detail, detail
 
 
+@pytest.mark.slow
 def test_clock_gps_time_with_offset_from_a_real_gpsd(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ def recv_n(s: socket.socket, n: int) -> bytes:
     return out
 
 
+@pytest.mark.slow
 def test_2g_delay_and_bandwidth_cap(echo_port: int) -> None:
     emu = LinkEmulator(echo_port, PROFILES["2g"]).start()
     try:

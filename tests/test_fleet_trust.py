@@ -159,6 +159,7 @@ def _bundle(bundle_id: str, issued: float, valid_from: float, valid_until: float
     return canonical_json(sign_bundle(body, HQ_SIGNING_KEY))
 
 
+@pytest.mark.slow
 def test_older_or_expired_roster_refused_current_restored(
     pki: Pki, broker: Broker, tmp_path: Path
 ) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge.errors import EXIT_MISSING, EXIT_NEGATIVE
 from tests.conftest import REPO, WriteConfig
 from tests.support.gpsd import gpsfake_server
@@ -51,6 +53,7 @@ def test_once_json_prints_the_fix(write_config: WriteConfig) -> None:
     assert doc["gpsd"] == f"127.0.0.1:{fake.port}"
 
 
+@pytest.mark.slow
 def test_stream_prints_lines_until_timeout(write_config: WriteConfig) -> None:
     with gpsfake_server(TRACK) as fake:
         conf = write_config(gps={"enabled": True, "host": fake.host, "port": fake.port})
@@ -76,6 +79,7 @@ def test_gps_disabled_is_exit_3(write_config: WriteConfig) -> None:
     assert r.returncode == EXIT_MISSING and "gps.enabled is false" in r.stderr
 
 
+@pytest.mark.slow
 def test_no_fix_within_timeout_is_exit_1(write_config: WriteConfig, tmp_path: Path) -> None:
     """gpsd is up but the receiver has no fix (only no-fix sentences): a negative result."""
     log = tmp_path / "nofix.nmea"

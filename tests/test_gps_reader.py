@@ -26,6 +26,7 @@ def fast(port: int) -> GpsConfig:
     return GpsConfig(host="127.0.0.1", port=port, reconnect_min_s=0.1, reconnect_max_s=0.5)
 
 
+@pytest.mark.slow
 def test_gpsd_killed_and_restarted_reader_recovers() -> None:
     with gpsfake_server(TRACK) as fake, GpsReader(fast(fake.port)) as reader:
         first = reader.wait_for_fix(60)
@@ -142,6 +143,7 @@ def test_garbage_from_gpsd_port_crashes_nothing() -> None:
         srv.close()
 
 
+@pytest.mark.slow
 def test_idle_gpsd_without_receiver_keeps_the_connection(tmp_path: Path) -> None:
     """gpsd up, no receiver (no reports at all): the VERSION ping keeps the connection."""
     log = tmp_path / "short.nmea"

@@ -175,6 +175,7 @@ def test_a_failed_challenge_is_a_spoof_record_and_a_passed_one_is_recorded(tmp_p
     assert answer["decision"] == "match" and answer["liveness"]["challenge"]["passed"] is True
 
 
+@pytest.mark.slow
 def test_edge_verify_with_a_still_photo_fails_the_challenge(write_config, hq_keys, tmp_path):
     """Through the real CLI and pipeline: a still photo cannot turn its head -> spoof, exit 1."""
     import json

@@ -75,6 +75,7 @@ def test_unknown_officer_counts_like_a_wrong_pin() -> None:
     assert book.sign_in_pin("nobody", "1234", 1.0).code == 423
 
 
+@pytest.mark.slow
 def test_typed_ids_do_not_grow_memory_without_bound() -> None:
     book = _book(lockout_after=2, lockout_s=1000)
     book.sign_in_pin("officer-008", "0000", 0.0)
@@ -225,6 +226,7 @@ def test_doctor_reports_the_officers_file(tmp_path: Path) -> None:
     assert check_officers(cfg) == (True, f"{path}: 1 officer(s)")
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_screen(tmp_path: Path) -> None:
     """The kiosk installs from the wheel: every static file must be in it, and zxing-cpp."""
     import zipfile

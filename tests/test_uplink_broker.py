@@ -141,6 +141,7 @@ def test_broker_sigkilled_five_times(tmp_path: Path, broker: Broker, pki: Pki, h
     )
 
 
+@pytest.mark.slow
 def test_roster_downlink_verified_before_import(
     tmp_path: Path, broker: Broker, pki: Pki, hq: HqSim
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from nacl.signing import SigningKey
 
 from edge.keys import device_id_for
@@ -26,6 +27,7 @@ FLEET = 20
 OUTAGE_S = 4.0
 
 
+@pytest.mark.slow
 def test_fleet_reconnects_spread_out(tmp_path: Path, broker: Broker, pki: Pki) -> None:
     ups: list[Uplink] = []
     stores: list[Store] = []
