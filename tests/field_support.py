@@ -108,7 +108,7 @@ class Appender(threading.Thread):
             if delay > 0:
                 time.sleep(delay)
             v = make_verification(self.start_index + j, hq_box=self.rig.hq_box)
-            self.rig.store.append(record_builder(v, k.device_id, k.key))
+            self.rig.store.append(record_builder(v, k.device_id, k.key), head_key=k.key)
             self.rig.up.wake()
         self.done.set()
 

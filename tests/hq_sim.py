@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from nacl.signing import SigningKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,9 +27,17 @@ from tests.support.mqtt import HQ_IDENTITY, Broker, ClientTls
 class HqSim:
     """Connects as the HQ identity with paho's own auto-reconnect (a test helper may)."""
 
-    def __init__(self, broker: Broker, tls: ClientTls, ack: bool = True) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        tls: ClientTls,
+        ack: bool = True,
+        signing_key: SigningKey = HQ_SIGNING_KEY,
+    ) -> None:
+        """signing_key signs the acks: the HQ key the kiosk under test trusts."""
         self.broker = broker
         self.ack = ack
+        self.signing_key = signing_key
         self.lock = threading.Lock()
         self.deliveries: collections.Counter[str] = collections.Counter()
         self.variants: dict[str, set[str]] = collections.defaultdict(set)  # id -> sha256 of bytes
@@ -109,7 +118,7 @@ class HqSim:
                 batches, self._to_ack = self._to_ack, collections.defaultdict(list)
             for device, ids in batches.items():
                 for i in range(0, len(ids), 500):
-                    payload = sign_ack(device, ids[i : i + 500], HQ_SIGNING_KEY)
+                    payload = sign_ack(device, ids[i : i + 500], self.signing_key)
                     self.client.publish(f"kiosk/{device}/acks", payload, qos=1)
             self._stop.wait(0.02)
 

@@ -161,7 +161,8 @@ def ui_world(
     state = tmp_path / "state"
     key = init_device_key(state / "device.key")
     device_id = device_id_for(key.verify_key)
-    hq = HqSim(broker, pki.client("hq.ingest")).start()
+    # acks signed with the HQ key this kiosk's config trusts (write_config's hq_keys)
+    hq = HqSim(broker, pki.client("hq.ingest"), signing_key=hq_keys.signing).start()
     pipeline = FacePipeline.from_config(FaceConfig())
     # the kiosk takes its time from the GPS track (2026-11-02), so the windows are absolute
     current = _bundle(
