@@ -4,8 +4,8 @@
     GET  /v1/status  -> the kiosk status (same as `edge status --json`)
     GET  /v1/health  -> {"ok": bool, "problems": [...]} (200 or 503)
     GET  /  -> 302 /ui/;  GET /ui/... -> the kiosk screen's static files (edge/ui/static)
-    /v1/session, /v1/kpm/<id>, /v1/scan, /v1/preview.jpg, /v1/guidance, /v1/ui/state
-        -> the kiosk screen's endpoints (edge/ui/kiosk.py), when the backend has them
+    the kiosk screen's endpoints (the one table in edge/ui/routes.py) -> edge/ui/kiosk.py,
+        when the backend has them
 
 Only local clients (the kiosk screen, `edge verify`) are expected; nothing here
 returns biometric data except the screen's small live preview JPEG. A POST /v1/verify
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from edge.ui.routes import is_screen_path
+
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "ui" / "static"
@@ -42,10 +44,6 @@ STATIC_TYPES = {
     ".json": "application/json",
     ".svg": "image/svg+xml",
 }
-UI_PATHS = (
-    "/v1/session", "/v1/kpm/", "/v1/scan", "/v1/preview.jpg", "/v1/guidance", "/v1/progress",
-    "/v1/ui/",
-)  # fmt: skip
 
 
 class ApiBackend(Protocol):
@@ -142,9 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _ui(self, method: str, body: dict[str, Any]) -> bool:
         """Hand a screen endpoint to the backend; False when this is not one."""
         handle = getattr(self.backend, "ui_handle", None)
-        is_ui = self.path.startswith(UI_PATHS) or (
-            self.path == "/v1/verify" and self.headers.get("Authorization") is not None
-        )
+        is_ui = is_screen_path(self.path, self.headers.get("Authorization") is not None)
         if handle is None or not is_ui:
             return False
         try:
@@ -191,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no such endpoint: DELETE {self.path}"})
 
     def do_POST(self) -> None:
-        if self.path != "/v1/verify" and not self.path.startswith(UI_PATHS):
+        if self.path != "/v1/verify" and not is_screen_path(self.path, bearer=False):
             self._send(404, {"error": f"no such endpoint: POST {self.path}"})
             return
         length_text = self.headers.get("Content-Length")

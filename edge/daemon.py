@@ -1,4 +1,13 @@
-"""`edge run`: wires capture, infer, uplink, store and the local API into one service.
+"""`edge run`: the composition root. `App` builds the parts, owns the threads and hands
+each part only the narrow interface it needs.
+
+Parts and their interfaces: the verification flow gets callables (burst, where, when,
+challenge) over the current Parts; the uplink gets `status_extra`, a late-bound call into
+the App, so a reload that keeps the uplink never leaves it asking replaced parts; the
+screen (edge/ui/kiosk.py) gets `KioskHost` (edge/ui/host.py), which the App implements;
+the API gets `ApiBackend`. Threads: camera probe, watchdog, housekeeping (store check),
+and the uplink's session thread. A reload builds new Parts (reusing unchanged ones) and a
+new Verifier sharing the old one's lock.
 
 Start order follows what READY promises: store open and models loaded before
 READY=1; the watchdog is pinged only while every part beats (health.py).
@@ -19,7 +28,7 @@ from typing import Any
 
 from edge import __version__
 from edge.api import ApiLimits, ApiServer
-from edge.config import Config, ConfigError, check_files, load_config
+from edge.config import Config, ConfigError, UiConfig, check_files, load_config
 from edge.errors import DeviceMissing
 from edge.health import ApiProbe, DiskWatch, Health, is_disk_full
 from edge.integrity import open_kiosk_store
@@ -27,6 +36,7 @@ from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
 from edge.parts import Parts, build_parts
 from edge.store import OutboxFull, OutboxLimits, StoreIntegrityError
+from edge.ui.host import NotReady
 from edge.ui.kiosk import KioskUi, Reply
 from edge.verification import AttemptsUsed, BadRequest, Verifier, parse_request
 
@@ -43,8 +53,8 @@ class _Signals:
     reload: threading.Event
 
 
-class Daemon:
-    """The kiosk service; `serve()` blocks until SIGTERM/SIGINT."""
+class App:
+    """The kiosk service and its composition root; `serve()` blocks until SIGTERM/SIGINT."""
 
     def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
@@ -65,6 +75,7 @@ class Daemon:
         self.state = "starting"
         self._threads: list[threading.Thread] = []
         self._camera_lock = threading.Lock()
+        self._verify_lock = threading.Lock()  # one verification at a time, across reloads
         self.api_probe: ApiProbe | None = None
         self.disk = DiskWatch(cfg.device.state_dir)
         self.ui = KioskUi(self)
@@ -74,7 +85,9 @@ class Daemon:
         # bind first: a port in use ends the start before models load or the uplink runs
         self.api = open_api(self.cfg, self)
         self.notifier.status("loading models")
-        self.parts = build_parts(self.cfg, self.store, self.device_id, self.beats)
+        self.parts = build_parts(
+            self.cfg, self.store, self.device_id, self.beats, status_extra=self._uplink_extra
+        )
         self.verifier = self._make_verifier(self.cfg, self.parts)
         self.api.start()
         self.api_probe = ApiProbe(self.api.address)
@@ -110,7 +123,13 @@ class Daemon:
             challenge=parts.challenge(self._camera_lock),
             camera=parts.camera_backend(),
             max_attempts=cfg.ui.max_attempts,
+            lock=self._verify_lock,
         )
+
+    def _uplink_extra(self) -> dict[str, Any]:
+        """The retained status's extras from the parts running now (not those of a reload ago)."""
+        parts = self.parts
+        return parts.uplink_extra() if parts is not None else {}
 
     def serve(self) -> int:
         """Install signal handlers, start, and wait; returns the exit code."""
@@ -130,9 +149,8 @@ class Daemon:
     def stop(self) -> None:
         self.state = "stopping"
         self.notifier.stopping("stopping: finishing the verification in progress")
-        if self.verifier is not None:
-            with self.verifier.lock:  # waits for the verification in progress
-                pass
+        with self._verify_lock:  # waits for the verification in progress
+            pass
         if self.api is not None:
             self.api.stop()
         if self.parts is not None:
@@ -154,10 +172,17 @@ class Daemon:
             self.notifier.send("READY=1")
             return
         assert self.parts is not None and self.verifier is not None
-        with self.verifier.lock, self._camera_lock:
+        with self._verify_lock, self._camera_lock:
             old_parts = self.parts
             try:
-                self.parts = build_parts(new, self.store, self.device_id, self.beats, old_parts)
+                self.parts = build_parts(
+                    new,
+                    self.store,
+                    self.device_id,
+                    self.beats,
+                    old_parts,
+                    status_extra=self._uplink_extra,
+                )
             except Exception as exc:
                 log.error("reload failed, keeping the running config: %s", exc)
                 self.store.log_event("reload_refused", error=str(exc))
@@ -165,10 +190,7 @@ class Daemon:
                 return
             old_parts.close(keep=self.parts)
             self.cfg = new
-            new_verifier = self._make_verifier(new, self.parts)
-            self.verifier.__dict__.update(
-                {k: v for k, v in new_verifier.__dict__.items() if k != "lock"}
-            )
+            self.verifier = self._make_verifier(new, self.parts)
         self.store.log_event("config_reloaded")
         log.info("config reloaded from %s", new.source)
         self.notifier.send("READY=1")
@@ -266,6 +288,45 @@ class Daemon:
                 "decision": None,
             }
 
+    # -- KioskHost (edge/ui/host.py): what the screen may ask of the kiosk ------------
+    def ui_config(self) -> UiConfig:
+        return self.cfg.ui
+
+    def record_time(self) -> float | None:
+        parts = self.parts
+        return parts.when()[0] if parts is not None else None
+
+    def frames(self, n: int, wait_s: float) -> list[Any] | None:
+        parts = self.parts
+        if parts is None or not self._camera_lock.acquire(timeout=wait_s):
+            return None
+        try:
+            return [parts.camera.capture().rgb for _ in range(n)]
+        finally:
+            self._camera_lock.release()
+
+    def analyse_live(self, wait_s: float) -> tuple[str, str | None] | None:
+        """Guidance's look at a frame; the TFLite interpreters are not thread-safe, so it
+        takes the verification lock without waiting long and answers None (busy) instead."""
+        parts = self.parts
+        if self.verifier is None or parts is None:
+            raise NotReady(self.state)
+        if not self._verify_lock.acquire(timeout=wait_s):
+            return None
+        try:
+            frames = self.frames(1, wait_s)
+            if frames is None:
+                return None
+            result = parts.pipeline.analyse(frames[0])
+        finally:
+            self._verify_lock.release()
+        return result.status, result.reason
+
+    def progress(self) -> dict[str, Any]:
+        if self.verifier is None:
+            raise NotReady(self.state)
+        return self.verifier.progress()
+
     def ui_handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
         """The kiosk screen's endpoints (edge/ui/kiosk.py)."""
         if self.state != "ready":
@@ -327,7 +388,10 @@ class Daemon:
         return status
 
 
-def open_api(cfg: Config, backend: Daemon) -> ApiServer:
+Daemon = App  # the name the CLI, the demo and the tests know
+
+
+def open_api(cfg: Config, backend: App) -> ApiServer:
     """Bind the local API; a port in use or a bad socket path names api.listen (exit 3)."""
     a = cfg.api
     limits = ApiLimits(
@@ -347,4 +411,4 @@ def open_api(cfg: Config, backend: Daemon) -> ApiServer:
 
 
 def run(cfg: Config) -> int:
-    return Daemon(cfg).serve()
+    return App(cfg).serve()

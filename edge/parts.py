@@ -178,8 +178,16 @@ def build_parts(
     device_id: str,
     health: Health,
     old: Parts | None = None,
+    *,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> Parts:
-    """Build (or, on reload, reuse) each part; models are loaded and checked before return."""
+    """Build (or, on reload, reuse) each part; models are loaded and checked before return.
+
+    `status_extra` is what the uplink's retained status carries besides its own figures.
+    The caller passes a late-bound call (the App's, reading whichever Parts run now): an
+    uplink kept over a reload must not keep asking the Parts it was built with, whose GPS
+    reader or camera the reload may have stopped. Without it, these Parts' own extras.
+    """
     if old is not None and (old.cfg.face, old.cfg.liveness) == (cfg.face, cfg.liveness):
         pipeline = old.pipeline
     else:
@@ -221,7 +229,7 @@ def build_parts(
                 device_id,
                 hq_key,
                 pipeline.embedder_sha256,
-                parts.uplink_extra,
+                status_extra or parts.uplink_extra,
                 beat=lambda: health.beat("uplink"),
             )
             parts.uplink.start()

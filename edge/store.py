@@ -261,6 +261,29 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def last_decision(
+        self, kpm_id: str, programme: str, period: str, decisions: tuple[str, ...]
+    ) -> str | None:
+        """The id of the newest record with one of `decisions` for this KPM and period."""
+        marks = ", ".join("?" * len(decisions))
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT id FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+                f" AND decision IN ({marks}) ORDER BY seq DESC LIMIT 1",  # only ? placeholders
+                (kpm_id, programme, period, *decisions),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def refused_since(self, kpm_id: str, programme: str, period: str, seq: int) -> bool:
+        """Whether an `already_served` for this KPM and period was recorded after record `seq`."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
+                " AND decision = 'already_served' AND seq > ? LIMIT 1",
+                (kpm_id, programme, period, seq),
+            ).fetchone()
+        return row is not None
+
     def iter_bodies(self) -> Iterator[tuple[int, str]]:
         """(seq, stored JSON text) in seq order, read in pages so memory stays flat."""
         last = -1

@@ -145,6 +145,7 @@ class Verifier:
         challenge: Challenge | None = None,
         camera: str | None = None,
         max_attempts: int | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.store = store
         self.decider = decider
@@ -162,7 +163,8 @@ class Verifier:
             max_attempts  # face checks per officer, KPM and period (ui.max_attempts)
         )
         self._earlier: Mapping[str, Any] | None = None  # the handover a racing writer made
-        self.lock = threading.Lock()
+        # shared by the verifiers a reload builds, so "one at a time" holds across a reload
+        self.lock = lock if lock is not None else threading.Lock()
         self._progress_lock = threading.Lock()
         self._progress: dict[str, Any] = {"challenge": None}
 
@@ -393,12 +395,9 @@ class Verifier:
         with a reason gives a `manual` record naming the earlier record, which HQ's
         double-collection report lists for review.
         """
-        row = self.store.conn.execute(
-            "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-            " AND decision = 'already_served' AND seq > ? LIMIT 1",
-            (entry.kpm_id, entry.programme, entry.period, int(earlier["seq"])),
-        ).fetchone()
-        if row is None:
+        if not self.store.refused_since(
+            entry.kpm_id, entry.programme, entry.period, int(earlier["seq"])
+        ):
             raise BadRequest(
                 "manual_reason: overriding already_served needs the refusal recorded first "
                 "(verify once without manual_reason)"
@@ -415,13 +414,7 @@ class Verifier:
         decisions: Sequence[str] = FAILED_DECISIONS,
     ) -> str | None:
         """The id of the latest record with one of `decisions` for this KPM and period."""
-        marks = ", ".join("?" * len(decisions))
-        row = self.store.conn.execute(
-            "SELECT id FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-            f" AND decision IN ({marks}) ORDER BY seq DESC LIMIT 1",
-            (kpm_id, programme, period, *decisions),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return self.store.last_decision(kpm_id, programme, period, tuple(decisions))
 
 
 def _challenge_part(summary: Mapping[str, Any]) -> dict[str, Any]:

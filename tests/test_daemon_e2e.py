@@ -305,3 +305,45 @@ def test_daemon_end_to_end(world: dict[str, Any]) -> None:
     assert notify.seen("STOPPING=1")
     watch = world["status_watch"]
     wait_for(lambda: watch.states(world["device_id"])[-1:] == ["offline"], 30, "offline status")
+
+
+def _gps_in_status(watch: HqSim, device_id: str) -> str | None:
+    """The GPS state in the newest retained status HQ has seen from the kiosk."""
+    with watch.lock:
+        docs = list(watch.status.get(device_id, []))
+    return str(docs[-1].get("gps", {}).get("state")) if docs else None
+
+
+@pytest.mark.slow  # a whole daemon, 20-30 s
+def test_reload_of_gps_only_keeps_the_status_current(world: dict[str, Any]) -> None:
+    """A SIGHUP that changes only [gps] keeps the uplink; its status must follow the new reader.
+
+    Before the composition root, the kept uplink still asked the old Parts for its status
+    extras, whose GPS reader the reload had stopped: the retained status said `stopped`.
+    """
+    proc, notify, listen = world["proc"], world["notify"], world["listen"]
+    watch, device_id = world["status_watch"], world["device_id"]
+    wait_for(lambda: notify.seen("READY=1") or proc.poll() is not None, 120, "READY=1")
+    assert proc.poll() is None, world["log"].read_text()[-3000:]
+    wait_for(lambda: _gps_in_status(watch, device_id) == "fix_3d", 60, "status with a GPS fix")
+    cfg: Path = world["cfg"]
+    cfg.write_text(cfg.read_text().replace("[gps]\n", "[gps]\nclock_tolerance_s = 3.0\n"))
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in world["log"].read_text(), 60, "config reloaded")
+    assert request_json(listen, "GET", "/v1/status")[1]["broker"]["connected"] is True
+    # the local status and the retained MQTT status both follow the new GPS reader
+    wait_for(
+        lambda: request_json(listen, "GET", "/v1/status")[1]["gps"]["state"] == "fix_3d",
+        30,
+        "local status with a GPS fix after the reload",
+    )
+    with watch.lock:
+        seen_before = len(watch.status.get(device_id, []))
+    wait_for(
+        lambda: len(watch.status.get(device_id, [])) > seen_before + 1,
+        30,
+        "two retained statuses after the reload",
+    )
+    assert _gps_in_status(watch, device_id) == "fix_3d", watch.status[device_id][-1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0

@@ -2,7 +2,8 @@
 
 The API server hands each /v1 call here as (method, path, token, body); this module
 checks the session, asks the pure parts (officers, eligibility, guidance, scan) and the
-daemon (camera, pipeline, verifier), and answers a Reply. Nothing returned carries
+running kiosk through `KioskHost` (edge/ui/host.py: camera, pipeline, verifier, store
+reads), and answers a Reply. The endpoints are the table in edge/ui/routes.py. Nothing returned carries
 biometric data except the small preview JPEG of the live frame.
 """
 
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -23,11 +24,10 @@ import numpy as np
 from edge.eligibility import check_eligibility
 from edge.roster import RosterEntry, format_utc
 from edge.ui.guidance import guidance_code
+from edge.ui.host import KioskHost, NotReady
 from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers
+from edge.ui.routes import find
 from edge.ui.scan import first_code
-
-if TYPE_CHECKING:
-    from edge.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ def _err(code: int, key: str, message: str, **extra: Any) -> Reply:
 
 
 class KioskUi:
-    """Sessions and the screen's endpoints over one running daemon (face attempts are
+    """Sessions and the screen's endpoints over one running kiosk (face attempts are
     counted in the store and limited by the verification flow, for every caller)."""
 
-    def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.time) -> None:
-        self.daemon = daemon
+    def __init__(self, host: KioskHost, clock: Callable[[], float] = time.time) -> None:
+        self.host = host
         self.clock = clock
         self.lock = threading.Lock()
         self._book: OfficerBook | None = None
@@ -66,7 +66,7 @@ class KioskUi:
     # -- officers file ---------------------------------------------------------
     def book(self) -> OfficerBook | None:
         """The officers list, re-read when the file or ui config changes; None if unusable."""
-        ui = self.daemon.cfg.ui
+        ui = self.host.ui_config()
         path = ui.officers_file
         try:
             mtime = os.stat(path).st_mtime
@@ -95,28 +95,25 @@ class KioskUi:
 
     # -- dispatch ----------------------------------------------------------------
     def handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
-        route = path.split("?", 1)[0]
-        if method == "GET" and route.startswith("/v1/kpm/"):
-            kpm_id = unquote(route[len("/v1/kpm/") :])
-            return self._with_session(token, lambda s: self.kpm(s, kpm_id))
-        handlers: dict[tuple[str, str], Callable[[], Reply]] = {
-            ("GET", "/v1/ui/state"): self.state,
-            ("POST", "/v1/session"): lambda: self.sign_in(body),
-            ("DELETE", "/v1/session"): lambda: self.sign_out(token),
-            ("POST", "/v1/scan"): self.scan,
-            ("GET", "/v1/preview.jpg"): lambda: self._with_session(
-                token, self.preview, touch=False
-            ),
-            ("GET", "/v1/guidance"): lambda: self._with_session(token, self.guidance, touch=False),
-            ("GET", "/v1/progress"): lambda: self._with_session(token, self.progress, touch=False),
-            ("POST", "/v1/verify"): lambda: self._with_session(
-                token, lambda s: self.verify(s, body)
-            ),
+        found = find(method, path)
+        if found is None:
+            return _err(404, "not_found", f"no such endpoint: {method} {path.split('?', 1)[0]}")
+        route, rest = found
+        calls: dict[str, Callable[..., Reply]] = {
+            "state": lambda _s: self.state(),
+            "sign_in": lambda _s: self.sign_in(body),
+            "sign_out": lambda _s: self.sign_out(token),
+            "scan": lambda _s: self.scan(),
+            "kpm": lambda s: self.kpm(s, unquote(rest)),
+            "preview": self.preview,
+            "guidance": self.guidance,
+            "progress": self.progress,
+            "verify": lambda s: self.verify(s, body),
         }
-        handler = handlers.get((method, route))
-        if handler is None:
-            return _err(404, "not_found", f"no such endpoint: {method} {route}")
-        return handler()
+        call = calls[route.endpoint]
+        if route.session == "none":
+            return call(None)
+        return self._with_session(token, call, touch=route.session == "touch")
 
     def _with_session(
         self, token: str | None, fn: Callable[[Session], Reply], touch: bool = True
@@ -131,19 +128,19 @@ class KioskUi:
     # -- endpoints -----------------------------------------------------------------
     def state(self) -> Reply:
         """What the always-visible bar shows: link, records waiting, GPS, period, sign-in."""
-        d = self.daemon
-        status = d.status()
+        status = self.host.status()
         outbox = status.get("outbox", {})
         waiting = int(outbox.get("pending", 0)) + int(outbox.get("sent", 0))
         connected = bool(status.get("broker", {}).get("connected"))
         link = "offline" if not connected else ("syncing" if waiting else "online")
-        now = d.parts.when()[0] if d.parts is not None else self.clock()
+        now = self._now()
         serving = [
-            {"programme": p, "period": v} for p, v in sorted(d.store.current_periods(now).items())
+            {"programme": p, "period": v}
+            for p, v in sorted(self.host.store.current_periods(now).items())
         ]
         with self.lock:
             book = self.book()
-        ui = d.cfg.ui
+        ui = self.host.ui_config()
         return Reply(
             200,
             {
@@ -179,7 +176,7 @@ class KioskUi:
                     return _err(400, "bad_pin", "pin: expected 4 to 8 digits")
                 result = book.sign_in_pin(officer_id, pin, now)
         if result.event is not None:
-            self.daemon.store.log_event(result.event, officer_id=officer_id)
+            self.host.store.log_event(result.event, officer_id=officer_id)
         if result.session is None:
             key = {401: "wrong_pin", 423: "locked"}.get(result.code, "refused")
             if "badge" in body:
@@ -192,7 +189,7 @@ class KioskUi:
                 locked_for_s=result.locked_for_s,
             )
         s = result.session
-        self.daemon.store.log_event("officer_signed_in", officer_id=s.officer.id)
+        self.host.store.log_event("officer_signed_in", officer_id=s.officer.id)
         return Reply(200, {"token": s.token, "officer_id": s.officer.id, "name": s.officer.name})
 
     def sign_out(self, token: str | None) -> Reply:
@@ -207,9 +204,8 @@ class KioskUi:
             return _err(
                 400, "bad_kpm_id", f"KPM id: expected 1-64 letters, digits or ._:/-, got {kpm_id!r}"
             )
-        d = self.daemon
-        store = d.store
-        now = d.parts.when()[0] if d.parts is not None else self.clock()
+        store = self.host.store
+        now = self._now()
         elig = check_eligibility(
             store.roster_entries(kpm_id),
             lambda e: store.served_by(e.kpm_id, e.programme, e.period),
@@ -238,33 +234,26 @@ class KioskUi:
                 "valid_until": _utc(entry.valid_until) if entry else None,
                 "served_at": elig.earlier.get("captured_at") if elig.earlier else None,
                 "attempts": attempts,
-                "max_attempts": d.cfg.ui.max_attempts,
+                "max_attempts": self.host.ui_config().max_attempts,
                 "spoof_before": entry is not None and self._spoof_before(kpm_id, entry),
             },
         )
+
+    def _now(self) -> float:
+        """The kiosk's record clock (GPS time when the system clock is off), else ours."""
+        now = self.host.record_time()
+        return self.clock() if now is None else now
 
     def _spoof_before(self, kpm_id: str, entry: RosterEntry) -> bool:
         """Whether a face check of this KPM, programme and period ended `spoof`: a manual
         handover then is recorded as overriding a suspected presentation attack (the same
         rule as the verifier's), so the manual screen warns the officer."""
-        store = self.daemon.store
-        with store.lock:
-            row = store.conn.execute(
-                "SELECT 1 FROM records WHERE kpm_id = ? AND programme = ? AND period = ?"
-                " AND decision = 'spoof' LIMIT 1",
-                (kpm_id, entry.programme, entry.period),
-            ).fetchone()
-        return row is not None
+        last = self.host.store.last_decision(kpm_id, entry.programme, entry.period, ("spoof",))
+        return last is not None
 
     def _frames(self, n: int) -> list[np.ndarray] | None:
         """n frames from the shared camera, or None while a verification holds it."""
-        d = self.daemon
-        if d.parts is None or not d._camera_lock.acquire(timeout=CAMERA_WAIT_S):
-            return None
-        try:
-            return [d.parts.camera.capture().rgb for _ in range(n)]
-        finally:
-            d._camera_lock.release()
+        return self.host.frames(n, CAMERA_WAIT_S)
 
     def scan(self) -> Reply:
         frames = self._frames(SCAN_FRAMES)
@@ -291,28 +280,21 @@ class KioskUi:
         return Reply(200, self._last_preview, "image/jpeg")
 
     def guidance(self, _session: Session) -> Reply:
-        """Detector + quality gates on the latest frame; the measurements stay here."""
-        d = self.daemon
-        verifier = d.verifier
-        if verifier is None or d.parts is None:
-            return _err(503, "not_ready", f"daemon is {d.state}")
-        if not verifier.lock.acquire(timeout=CAMERA_WAIT_S):
-            return Reply(200, {"guidance": "busy"})
+        """Detector + quality gates on the latest frame; the measurements stay in the host."""
         try:
-            frames = self._frames(1)
-            if frames is None:
-                return Reply(200, {"guidance": "busy"})
-            result = d.parts.pipeline.analyse(frames[0])
-        finally:
-            verifier.lock.release()
-        return Reply(200, {"guidance": guidance_code(result.status, result.reason)})
+            result = self.host.analyse_live(CAMERA_WAIT_S)
+        except NotReady:
+            return _err(503, "not_ready", f"daemon is {self.host.state}")
+        if result is None:
+            return Reply(200, {"guidance": "busy"})
+        return Reply(200, {"guidance": guidance_code(*result)})
 
     def progress(self, _session: Session) -> Reply:
         """What a running verification asks of the recipient now (the challenge's step)."""
-        verifier = self.daemon.verifier
-        if verifier is None:
-            return _err(503, "not_ready", f"daemon is {self.daemon.state}")
-        return Reply(200, verifier.progress())
+        try:
+            return Reply(200, self.host.progress())
+        except NotReady:
+            return _err(503, "not_ready", f"daemon is {self.host.state}")
 
     def verify(self, session: Session, body: dict[str, Any]) -> Reply:
         """A face check or manual handover; the officer comes from the session."""
@@ -323,15 +305,15 @@ class KioskUi:
         if not isinstance(kpm_id, str) or not ID_RE.match(kpm_id):
             return _err(400, "bad_kpm_id", "kpm_id: expected 1-64 letters, digits or ._:/-")
         request = {**body, "officer_id": session.officer.id}
-        max_attempts = self.daemon.cfg.ui.max_attempts
+        max_attempts = self.host.ui_config().max_attempts
         # the verification flow refuses a face check past the limit (409 attempts_used);
         # attempts are counted in the store per officer, KPM and period, so neither a
         # restart nor signing out and in again gives fresh ones
-        code, answer = self.daemon.verify(request)
+        code, answer = self.host.verify(request)
         if code != 200:
             error_key = answer.get("error_key") or VERIFY_ERROR_KEYS.get(code, "verify_failed")
             return Reply(code, {**answer, "error_key": error_key})
-        attempts = self.daemon.store.attempts_used(
+        attempts = self.host.store.attempts_used(
             session.officer.id, kpm_id, str(answer["programme"]), str(answer["period"])
         )
         if answer.get("decision") in ("match", "manual"):

@@ -17,10 +17,10 @@ from typing import Any
 
 from nacl.signing import VerifyKey
 
+import edge.uplink.status as status_doc
 from edge.config import MqttConfig, OutboxConfig
 from edge.records import utc_iso
 from edge.store import Store
-from edge.uplink import status as status_doc
 from edge.uplink.acks import AckRefused, parse_acks
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
 from edge.uplink.downlink import current_bundle, receive_roster
