@@ -5,8 +5,9 @@ Parts and their interfaces: the verification flow gets callables (burst, where, 
 challenge) over the current Parts; the uplink gets `status_extra`, a late-bound call into
 the App, so a reload that keeps the uplink never leaves it asking replaced parts; the
 screen (edge/ui/kiosk.py) gets `KioskHost` (edge/ui/host.py), which the App implements;
-the API gets `ApiBackend`. Threads: camera probe, watchdog, housekeeping (store check),
-and the uplink's session thread. A reload builds new Parts (reusing unchanged ones) and a
+the API gets `ApiBackend`; roster payloads go to a RosterInbox (edge/roster_inbox.py).
+Threads: camera probe, watchdog, housekeeping (purge of acked records past retention,
+the store's quick_check; edge/housekeeping.py), the GPS reader and the uplink's session. A reload builds new Parts (reusing unchanged ones) and a
 new Verifier sharing the old one's lock.
 
 Start order follows what READY promises: store open and models loaded before
@@ -31,6 +32,7 @@ from edge.api import ApiLimits, ApiServer
 from edge.config import Config, ConfigError, UiConfig, check_files, load_config
 from edge.errors import DeviceMissing
 from edge.health import ApiProbe, DiskWatch, Health, is_disk_full
+from edge.housekeeping import Chore, Housekeeping, purge_acked
 from edge.integrity import open_kiosk_store
 from edge.keys import box_public_from_b64, device_id_for, load_signing_key
 from edge.notify import Notifier, watchdog_interval_s
@@ -78,6 +80,7 @@ class App:
         self._verify_lock = threading.Lock()  # one verification at a time, across reloads
         self.api_probe: ApiProbe | None = None
         self.disk = DiskWatch(cfg.device.state_dir)
+        self.housekeeping: Housekeeping | None = None
         self.ui = KioskUi(self)
 
     # -- life cycle ------------------------------------------------------------
@@ -97,6 +100,17 @@ class App:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self.housekeeping = Housekeeping(
+            [
+                Chore(
+                    "purge",
+                    lambda: self.cfg.outbox.purge_interval_s,
+                    lambda: purge_acked(self.store, self.cfg.outbox.retention_days),
+                ),
+                # at start open_kiosk_store has just checked the store
+                Chore("store check", lambda: STORE_CHECK_S, self.check_store, time.monotonic()),
+            ]
+        ).start()
         self.state = "ready"
         self.ui.book()  # a bad officers file is logged now; the screen says sign-in is off
         self.store.log_event("daemon_started", version=__version__)
@@ -153,6 +167,8 @@ class App:
             pass
         if self.api is not None:
             self.api.stop()
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         if self.parts is not None:
             self.parts.close()
         self.store.log_event("daemon_stopped")
@@ -229,11 +245,7 @@ class App:
     def _watchdog(self) -> None:
         interval = watchdog_interval_s() or 5.0
         last_status = ""
-        last_check = time.monotonic()
         while not self.signals.stop.is_set():
-            if time.monotonic() - last_check >= STORE_CHECK_S:
-                last_check = time.monotonic()
-                self.check_store()
             if self.api_probe is not None:
                 # a real request to our own socket: a starved or wedged API stops the pings
                 self.api_probe.check(min(API_PROBE_TIMEOUT_S, interval / 2))
@@ -359,6 +371,8 @@ class App:
             problems.append(self.api_probe.problem)
         if self.parts is not None:
             problems += self.parts.problems()
+        if self.housekeeping is not None and not self.housekeeping.alive:
+            problems.append("housekeeping thread stopped")
         return problems
 
     def status_line(self) -> str:

@@ -70,9 +70,7 @@ def head_fault(store: Store, vk: VerifyKey, device_id: str) -> ChainProblem | No
     """head_problem as a ChainProblem naming the first seq concerned."""
     raw = store.signed_head()
     seq, head_hash = store.chain_head()
-    has_rows = bool(
-        seq or store.record_count() or store.conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone()
-    )
+    has_rows = bool(seq or store.record_count() or not store.outbox.is_empty())
     if raw is None:
         if store.get_meta("legacy_unsigned_head") == "1":
             return None  # a store from before signed heads: the daemon signs it at start
@@ -152,12 +150,7 @@ def _settle_head(store: Store, key: SigningKey, device_id: str, had_store: bool)
         seq, _h = store.chain_head()
         # a new store only where this kiosk never had one: an emptied file that some
         # command has since filled with empty tables must not pass for a new kiosk
-        fresh = (
-            not had_store
-            and not seq
-            and store.record_count() == 0
-            and not store.conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone()
-        )
+        fresh = not had_store and not seq and store.record_count() == 0 and store.outbox.is_empty()
         if store.get_meta("legacy_unsigned_head") == "1" or fresh:
             head = store.sign_current_head(key, device_id)
             kind = "head_signed_new" if fresh else "head_signed_legacy"

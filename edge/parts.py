@@ -1,7 +1,8 @@
 """The device-facing parts of a running kiosk, built from one config.
 
 This is where capture, infer and uplink meet (they never import each other): the
-face pipeline, the camera, the GPS reader and the MQTT uplink, plus the two small
+face pipeline, the camera, the GPS reader and the MQTT uplink (with the roster handler
+it hands roster payloads to), plus the two small
 closures the verification flow asks for: where (geo + geofence) and when (time +
 clock source). A reload builds new Parts, reusing every part whose config section
 did not change.
@@ -26,6 +27,7 @@ from edge.health import Health
 from edge.infer.challenge import ChallengeLimits, plan_challenge, run_challenge
 from edge.infer.pipeline import FacePipeline
 from edge.keys import verify_key_from_b64
+from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink.outbox import Outbox
 from edge.uplink.service import Uplink
@@ -231,6 +233,8 @@ def build_parts(
                 pipeline.embedder_sha256,
                 status_extra or parts.uplink_extra,
                 beat=lambda: health.beat("uplink"),
+                # roster payloads are imported by the daemon's handler, not by the uplink
+                roster=RosterInbox(store, hq_key, pipeline.embedder_sha256, device_id),
             )
             parts.uplink.start()
     else:

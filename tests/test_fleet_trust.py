@@ -23,6 +23,7 @@ from edge.hq.ingest import IngestWorker
 from edge.hq.registry import add_device
 from edge.records import canonical_json
 from edge.roster import format_utc, sign_bundle
+from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink import Uplink
 from edge.uplink.acks import sign_ack
@@ -174,6 +175,7 @@ def test_older_or_expired_roster_refused_current_restored(
     up = Uplink(
         store, mqtt_config(broker, kiosk.tls), outbox_config(), kiosk.device_id,
         HQ_VERIFY_KEY, MODEL_SHA,
+        roster=RosterInbox(store, HQ_VERIFY_KEY, MODEL_SHA, kiosk.device_id),
     )  # fmt: skip
     roster = connect_client(broker, pki.client("hq.roster"))
     thief: Any = None

@@ -24,6 +24,7 @@ from edge.hq.report import build_report
 from edge.hq.roster_build import build_bundle, parse_kpm_csv
 from edge.keys import b64
 from edge.records import canonical_json
+from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink import Uplink
 from tests.roster_fixtures import MODEL_SHA
@@ -57,6 +58,7 @@ def test_kiosk_outbox_drains_through_hq_and_takes_its_roster(pki: Pki, tmp_path:
     up = Uplink(
         store, mqtt_config(broker, kiosk.tls), outbox_config(), kiosk.device_id,
         hq_key.verify_key, MODEL_SHA, None,
+        roster=RosterInbox(store, hq_key.verify_key, MODEL_SHA, kiosk.device_id),
     )  # fmt: skip
     try:
         broker.start()

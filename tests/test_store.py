@@ -30,7 +30,7 @@ def test_pragmas(store: Store) -> None:
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 1500
-    tables = set(store.db.table_names())
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"records", "outbox", "roster", "roster_bundles", "events", "meta"} <= tables
     assert "_migrations" in tables
 

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from edge.housekeeping import Chore, Housekeeping, purge_acked
+from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink import Uplink
 from edge.uplink.topics import Topics
@@ -65,14 +67,16 @@ def start_uplink(
     **outbox: Any,
 ) -> tuple[Store, Uplink]:
     store = Store(kiosk.db)
+    verify_key = hq_key.verify_key if hq_key else HQ_VERIFY_KEY
     up = Uplink(
         store,
         mqtt_config(b, kiosk.tls),
         outbox_config(**outbox),
         kiosk.device_id,
-        hq_key.verify_key if hq_key else HQ_VERIFY_KEY,
+        verify_key,
         MODEL_SHA,
         (lambda: dict(extra)) if extra is not None else None,
+        roster=RosterInbox(store, verify_key, MODEL_SHA, kiosk.device_id),  # as the daemon does
     )
     up.start()
     return store, up
@@ -217,9 +221,11 @@ def test_roster_downlink_verified_before_import(
 def test_new_records_woken_and_acked_records_purged(
     tmp_path: Path, broker: Broker, pki: Pki, hq: HqSim
 ) -> None:
-    """The daemon's flow: records appended while running go out; acked ones are purged."""
+    """The daemon's flow: records appended while running go out; acked ones are purged
+    (by the daemon's housekeeping thread, next to the uplink)."""
     kiosk = make_kiosk(tmp_path, pki, 20)
-    store, up = start_uplink(kiosk, broker, retention_days=0.0, purge_interval_s=1.0)
+    store, up = start_uplink(kiosk, broker)
+    chores = Housekeeping([Chore("purge", lambda: 1.0, lambda: purge_acked(store, 0.0))]).start()
     try:
         wait_for(lambda: hq.distinct() == 20, 30, "the first 20 records")
         later = fill_store(store, kiosk.key, 30, start=21)  # other KPMs
@@ -230,6 +236,7 @@ def test_new_records_woken_and_acked_records_purged(
         assert store.chain_anchor()[0] == 50
         assert up.outbox.stats().depth == 0 and hq.distinct() == 50
     finally:
+        chores.stop()
         assert up.stop(20)
         store.close()
     status = retained(broker, pki, Topics.for_device("kiosk", kiosk.device_id).status)

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from edge.housekeeping import purge_acked
 from edge.keys import b64, device_id_for
 from edge.records import canonical_json
 from edge.store import OutboxFull, OutboxLimits, Store
+from edge.store.outbox import capacity
 from edge.uplink import status as status_doc
 from edge.uplink.acks import MAX_ACK_IDS, AckRefused, parse_acks, sign_ack
 from edge.uplink.outbox import Outbox, OutboxStats
-from edge.uplink.policy import backoff_cap, backoff_delay, capacity, resend_due, window_room
+from edge.uplink.policy import backoff_cap, backoff_delay, resend_due, window_room
 from edge.uplink.topics import Topics, records_filter
 from tests.roster_fixtures import fill_store, make_verification, record_builder
 from tests.support.mqtt import safe_name
@@ -180,9 +182,9 @@ def test_purge_only_after_retention(tmp_path: Path) -> None:
     ob = Outbox(store, 100, 1 << 20)
     ob.mark_acked(ids[:2], now=1000.0)
     ob.mark_acked(ids[3:], now=1000.0)
-    assert ob.purge(retention_days=1.0, now=1000.0 + 3600) == 0
+    assert purge_acked(store, retention_days=1.0, now=1000.0 + 3600) == 0
     # Only the contiguous acked run goes; ids[2] is not acked so ids[3] stays.
-    assert ob.purge(retention_days=1.0, now=1000.0 + 86401) == 2
+    assert purge_acked(store, retention_days=1.0, now=1000.0 + 86401) == 2
     assert store.record_count() == 2
 
 
@@ -202,7 +204,7 @@ def test_status_payloads() -> None:
 
 
 def test_receive_roster_outcomes(tmp_path: Path) -> None:
-    from edge.uplink.downlink import MAX_ROSTER_BYTES, current_bundle, receive_roster
+    from edge.roster_inbox import MAX_ROSTER_BYTES, current_bundle, receive_roster
     from tests.roster_fixtures import MODEL_SHA, signed_bundle
 
     store = Store(tmp_path / "edge.db")

@@ -116,10 +116,7 @@ def offline_status(cfg: Config) -> dict[str, Any]:
         status["device_id"] = device_id_for(load_signing_key(cfg.device.key_path).verify_key)
     if cfg.device.db_path.exists():
         store = Store(cfg.device.db_path, cfg.store.busy_timeout_ms)
-        rows = store.conn.execute(
-            "SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state"
-        ).fetchall()
-        status["outbox"] = {r[0]: r[1] for r in rows}
+        status["outbox"] = store.outbox.counts_by_state()
         status["roster"] = store.roster_summary()
         status["records"] = store.record_count()
         store.close()

@@ -209,17 +209,3 @@ def enroll(kpm_id: str, photos: tuple[Path, ...], runtime: str | None, as_json: 
     else:
         click.echo(f"{kpm_id}: template from {len(photos)} photo(s), model {out['model'][:12]}")
         click.echo(out["template"])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m edge.cli.face_cmd eval|enroll ...` through the real `edge` error mapping."""
-    import edge.cli as edge_cli
-
-    for command in (eval_cmd, enroll):
-        if command.name not in edge_cli.cli.commands:
-            edge_cli.cli.add_command(command)
-    return edge_cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,14 +46,7 @@ def records_group() -> None:
 def list_cmd(limit: int, as_json: bool) -> None:
     """The newest records with their outbox state."""
     store = open_store()
-    rows = store.conn.execute(
-        "SELECT r.seq, r.id, r.captured_at, r.kpm_id, r.programme, r.period, r.decision,"
-        " COALESCE(o.state, 'purged') FROM records r LEFT JOIN outbox o ON o.record_id = r.id"
-        " ORDER BY r.seq DESC LIMIT ?",
-        (limit,),
-    ).fetchall()
-    keys = ("seq", "id", "captured_at", "kpm_id", "programme", "period", "decision", "outbox")
-    items = [dict(zip(keys, r, strict=True)) for r in rows]
+    items = store.records.newest(limit)
     if as_json:
         emit_json(items)
         return

@@ -7,7 +7,6 @@ testable exactly.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 
 def backoff_cap(attempt: int, min_s: float, max_s: float) -> float:
@@ -40,31 +39,6 @@ def resend_due(
             return True
         return sent_at < started_at or now - sent_at >= resend_after_s
     return False
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """Whether the outbox may take another record, and why not."""
-
-    full: bool
-    rows: int
-    bytes: int
-    max_rows: int
-    max_bytes: int
-
-    @property
-    def reason(self) -> str:
-        if not self.full:
-            return ""
-        return (
-            f"outbox full: {self.rows} records / {self.bytes} bytes waiting for HQ "
-            f"(limits {self.max_rows} / {self.max_bytes}); connect to sync"
-        )
-
-
-def capacity(rows: int, size: int, max_rows: int, max_bytes: int) -> Capacity:
-    """Full when unacked rows or bytes reach a limit (the same rule Store.append enforces)."""
-    return Capacity(rows >= max_rows or size >= max_bytes, rows, size, max_rows, max_bytes)
 
 
 def window_room(in_flight: int, window: int) -> int:

@@ -1,4 +1,8 @@
-"""The `Uplink` thread: drains the outbox over MQTT, stores HQ's acks, imports rosters, reports.
+"""The `Uplink` MQTT session: connect with backoff, the in-flight window, acks in and out, status.
+
+What goes out next and the sent/acked bookkeeping are the outbox pump's (pump.py); roster
+payloads are handed to the daemon's handler (edge/roster_inbox.py); purging acked records
+is the daemon's housekeeping (edge/housekeeping.py).
 
 One thread does everything (paho's network loop included), so there are no callback races:
 a PUBACK for mid N is only ever looked up after the publish that made N was recorded.
@@ -13,36 +17,48 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nacl.signing import VerifyKey
 
 import edge.uplink.status as status_doc
 from edge.config import MqttConfig, OutboxConfig
-from edge.records import utc_iso
 from edge.store import Store
 from edge.uplink.acks import AckRefused, parse_acks
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
-from edge.uplink.downlink import current_bundle, receive_roster
 from edge.uplink.outbox import Outbox
 from edge.uplink.policy import backoff_delay, stalled, window_fits, window_room
+from edge.uplink.pump import OutboxPump
 from edge.uplink.topics import Topics
-from edge.uplink.wire import encode
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.25  # how often an idle link looks for new records (wake() skips the wait)
 STATUS_MIN_GAP_S = 1.0
 STABLE_LINK_S = 30.0  # a link up this long resets the reconnect backoff
-FLUSH_EVERY_S = 0.25  # commit PUBACK/ack bookkeeping at most this often ...
-FLUSH_AT_IDS = 1000  # ... unless this many ids are waiting
 # Payload bytes unanswered on the link at most (besides mqtt.inflight messages): about twice
 # a 3G link's bandwidth-delay product (1 Mbit/s x 200 ms = 25 kB), and ~4 s of queue on 2G.
 INFLIGHT_BYTES = 48 * 1024
 
 
+class RosterHandler(Protocol):
+    """What the session hands roster payloads to (the daemon's edge.roster_inbox.RosterInbox)."""
+
+    def receive(self, payload: bytes, source: str) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+NO_ROSTER = {"bundle_id": None, "last_refused": None}
+
+
 class Uplink:
-    """Records up, acks and rosters down, status with a last will; start()/stop() from the daemon."""
+    """Records up, acks down, status with a last will; start()/stop() from the daemon.
+
+    Without a `roster` handler the roster topic is not subscribed (nothing to import into).
+    """
 
     def __init__(
         self,
@@ -56,6 +72,7 @@ class Uplink:
         *,
         beat: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        roster: RosterHandler | None = None,
     ) -> None:
         self.store = store
         self.cfg = mqtt_cfg
@@ -68,6 +85,7 @@ class Uplink:
         self.rng = rng or random.Random()
         self.topics = Topics.for_device(mqtt_cfg.topic_prefix, device_id)
         self.outbox = Outbox(store, outbox_cfg.max_rows, outbox_cfg.max_bytes)
+        self.roster = roster
         self.window = mqtt_cfg.inflight
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -77,29 +95,18 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._link: Link | None = None
         self._online = False
-        # PUBACKs and HQ acks are committed in batches (each commit is an fsync); until then
-        # PUBACKed ids stay out of the next due() so they are not sent twice.
-        self._pubacked: dict[str, None] = {}
-        self._acked: list[str] = []
-        self._last_flush = 0.0
         self._inflight: dict[int, str] = {}  # paho mid (this connection only) -> record id
         self._inflight_size: dict[int, int] = {}  # paho mid -> payload bytes on the wire
         self._inflight_bytes = 0
         self._waiting_since: float | None = None  # see policy.stalled
-        self._avg_payload = 512  # running mean of payload sizes, to size a fetch
         # A link with publishes in flight and no PUBACK for this long is dead (see README).
         self.stall_s = float(mqtt_cfg.keepalive_s)
-        self._cooldown: dict[str, float] = {}  # record id -> monotonic time to retry (rejected)
-        self._more = True
-        self._last_scan = 0.0
         self._last_status = 0.0
         self._last_status_key: tuple[Any, ...] | None = None
-        self._last_purge = 0.0
         self._attempt = 0
         self._next_connect = 0.0
         self._connect_deadline = 0.0
         self._online_since = 0.0
-        self._roster: dict[str, Any] = {"bundle_id": current_bundle(store), "last_refused": None}
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "published",
@@ -110,13 +117,12 @@ class Uplink:
                 "connects",
                 "connect_failures",
                 "link_lost",
-                "roster_imported",
-                "roster_refused",
                 "loop_errors",
             ),
             0,
         )
         self._counters_lock = threading.Lock()
+        self.pump = OutboxPump(self.outbox, outbox_cfg.resend_after_s, self.started_at, self._count)
 
     # -- public API --------------------------------------------------------------
     def start(self) -> None:
@@ -165,13 +171,22 @@ class Uplink:
         s = self.outbox.stats().as_dict()
         with self._counters_lock:
             counters = dict(self.counters)
+        counters.update(self._roster_counts())
         return {
             **s,
             "connected": self._online,
             "in_flight": len(self._inflight),
-            "roster": dict(self._roster),
+            "roster": self._roster_status(),
             "counters": counters,
         }
+
+    def _roster_status(self) -> dict[str, Any]:
+        return self.roster.status() if self.roster is not None else dict(NO_ROSTER)
+
+    def _roster_counts(self) -> dict[str, int]:
+        if self.roster is None:
+            return {"roster_imported": 0, "roster_refused": 0}
+        return self.roster.counts()
 
     # -- the loop -------------------------------------------------------------------
     def _count(self, key: str, n: int = 1) -> None:
@@ -196,7 +211,6 @@ class Uplink:
         now_m = time.monotonic()
         if self.beat is not None:
             self.beat()
-        self._housekeeping(now_m)
         link = self._link
         if self._offline_requested.is_set() and (link is None or not self._online):
             self._offline_done.set()  # not connected: the will (or nothing) stands
@@ -212,7 +226,7 @@ class Uplink:
         busy = bool(self._inflight) or link.want_write()
         for ev in link.loop(0.02 if busy else IDLE_POLL_S / 5):
             self._handle(ev)
-        self._flush(force=False)
+        self.pump.flush(force=False)
         if link.closed:
             self._drop_link("link closed")
             return
@@ -234,9 +248,9 @@ class Uplink:
             return
         self._maybe_status(link)  # first: after a reconnect "online" must not queue behind records
         self._fill_window(link)
-        if not busy and not self._more:
+        if not busy and not self.pump.more:
             if self._wake.wait(IDLE_POLL_S):
-                self._more = True
+                self.pump.more = True
             self._wake.clear()
 
     def _connect(self) -> None:
@@ -270,10 +284,10 @@ class Uplink:
         self._inflight_bytes = 0
         self._waiting_since = None
         try:
-            self._flush()
+            self.pump.flush()
         except Exception as exc:
             log.warning("uplink: flush failed: %s", exc)
-        self._more = True
+        self.pump.more = True
         if link is not None:
             link.close()
             if was_online:
@@ -306,10 +320,11 @@ class Uplink:
             log.info("in-flight window %d (the broker's receive maximum)", self.window)
         self._online = True
         self._online_since = time.monotonic()
-        self._more = True
+        self.pump.more = True
         self._count("connects")
         log.info("MQTT connected (session present: %s)", ev.session_present)
-        self._link.subscribe([self.topics.acks, self.topics.roster])
+        topics = [self.topics.acks] + ([self.topics.roster] if self.roster is not None else [])
+        self._link.subscribe(topics)
         self._last_status_key = None  # publish "online" now
 
     def _on_puback(self, ev: PubAck) -> None:
@@ -319,11 +334,10 @@ class Uplink:
         self._inflight_bytes -= self._inflight_size.pop(ev.mid, 0)
         self._waiting_since = time.monotonic() if self._inflight else None
         if ev.ok:
-            self._pubacked[rid] = None
+            self.pump.pubacked(rid)
             return
-        # The broker refused it (e.g. 135 not authorized): keep it pending, retry much later.
         self._count("rejected")
-        self._cooldown[rid] = time.monotonic() + self.outbox_cfg.resend_after_s
+        self.pump.refused(rid)
         with self._counters_lock:
             n = self.counters["rejected"]
         if n % 100 == 1:  # one line per hundred, not a flood
@@ -345,97 +359,36 @@ class Uplink:
                 self._count("ack_refused")
                 log.warning("ignored an ack on %s: %s", ev.topic, exc)
                 return
-            self._acked.extend(ids)
-        elif ev.topic == self.topics.roster:
-            self._on_roster(ev.payload)
+            self.pump.acked(ids)
+        elif ev.topic == self.topics.roster and self.roster is not None:
+            self.roster.receive(ev.payload, ev.topic)
         else:
             log.debug("ignored a message on %s", ev.topic)
 
     # -- records -----------------------------------------------------------------------
-    def _flush(self, force: bool = True) -> None:
-        """Commit the gathered PUBACKs and acks, each list in one transaction.
-
-        Batched by time and size: a crash before the commit loses nothing but the bookkeeping
-        (PUBACKed records go out again at start, acked ones are acked again by HQ).
-        """
-        now_m = time.monotonic()
-        size = len(self._pubacked) + len(self._acked)
-        if not force and now_m - self._last_flush < FLUSH_EVERY_S and size < FLUSH_AT_IDS:
-            return
-        self._last_flush = now_m
-        if self._pubacked:
-            ids, self._pubacked = list(self._pubacked), {}
-            self.outbox.mark_sent(ids)
-            self._count("puback", len(ids))
-        if self._acked:
-            ids, self._acked = self._acked, []
-            n = self.outbox.mark_acked(ids)
-            self._count("acked", n)
-
     def _fill_window(self, link: Link) -> None:
         room = window_room(len(self._inflight), self.window)
         if self._inflight:  # fetch about what the byte budget takes, not a whole window
-            room = min(room, max(0, INFLIGHT_BYTES - self._inflight_bytes) // self._avg_payload)
-        now_m = time.monotonic()
-        if room == 0 or not (self._more or now_m - self._last_scan >= 1.0):
-            return
-        self._last_scan = now_m
-        busy_ids = set(self._inflight.values()) | set(self._pubacked)
-        cooling = {rid for rid, until in self._cooldown.items() if until > now_m}
-        self._cooldown = {rid: t for rid, t in self._cooldown.items() if t > now_m}
-        batch = self.outbox.due(
-            room,
-            busy_ids | cooling,
-            time.time(),
-            self.outbox_cfg.resend_after_s,
-            self.started_at,
-        )
-        self._more = len(batch) == room
-        for item in batch:
-            payload = encode(item.body)  # compressed on the wire; HQ inflates to these bytes
+            room = min(room, max(0, INFLIGHT_BYTES - self._inflight_bytes) // self.pump.avg_payload)
+        for record_id, payload in self.pump.next_batch(room, self._inflight.values()):
             if not window_fits(
                 len(self._inflight), self._inflight_bytes, len(payload), self.window, INFLIGHT_BYTES
             ):
-                self._more = True  # the byte budget is full: the rest waits for PUBACKs
+                self.pump.more = True  # the byte budget is full: the rest waits for PUBACKs
                 return
             mid = link.publish(self.topics.records, payload, qos=1)
             if mid is None:
-                self._more = True
+                self.pump.more = True
                 return
             if not self._inflight:
                 self._waiting_since = time.monotonic()
-            self._inflight[mid] = item.record_id
+            self._inflight[mid] = record_id
             self._inflight_size[mid] = len(payload)
             self._inflight_bytes += len(payload)
-            self._avg_payload = max(64, (7 * self._avg_payload + len(payload)) // 8)
+            self.pump.published(len(payload))
             self._count("published")
 
-    # -- roster ------------------------------------------------------------------------
-    def _on_roster(self, payload: bytes) -> None:
-        if not payload:
-            return  # retained roster cleared
-        out = receive_roster(
-            self.store,
-            payload,
-            self.topics.roster,
-            self.hq_key,
-            self.expected_model,
-            self.device_id,
-        )
-        if out.kind == "refused":
-            self._count("roster_refused")
-            self._roster["last_refused"] = {"at": utc_iso(time.time()), "reason": out.reason}
-        elif out.kind == "error":
-            self._roster["last_error"] = f"{out.bundle_id}: {out.reason}"
-        elif out.kind == "imported":
-            self._count("roster_imported")
-            self._roster = {
-                "bundle_id": out.bundle_id,
-                "entries": out.entries,
-                "last_refused": None,
-            }
-
-    # -- status and housekeeping ---------------------------------------------------
+    # -- status ---------------------------------------------------
     def _status(self) -> dict[str, Any]:
         try:
             extra = dict(self.status_extra())
@@ -445,7 +398,7 @@ class Uplink:
         with self._counters_lock:
             rejected = self.counters["rejected"]
         return status_doc.online_status(
-            self.device_id, self.outbox.stats(), dict(self._roster), extra, time.time(), rejected
+            self.device_id, self.outbox.stats(), self._roster_status(), extra, time.time(), rejected
         )
 
     def _maybe_status(self, link: Link) -> None:
@@ -460,23 +413,10 @@ class Uplink:
         self._last_status = now_m
         self._last_status_key = key
 
-    def _housekeeping(self, now_m: float) -> None:
-        if now_m - self._last_purge < self.outbox_cfg.purge_interval_s and self._last_purge:
-            return
-        self._last_purge = now_m
-        try:
-            n = self.outbox.purge(self.outbox_cfg.retention_days)
-            if n:
-                log.info(
-                    "purged %d acked records older than %s days", n, self.outbox_cfg.retention_days
-                )
-        except Exception as exc:
-            log.warning("purge failed: %s", exc)
-
     def _shutdown(self) -> None:
         link, self._link = self._link, None
         try:
-            self._flush()
+            self.pump.flush()
         except Exception as exc:
             log.warning("uplink: final flush failed: %s", exc)
         if link is not None:

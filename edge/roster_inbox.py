@@ -1,20 +1,24 @@
 """Roster bundles arriving on `kiosk/<id>/roster`: verify before import, refuse with a reason.
 
-A bundle is imported only if HQ's key signed it for this kiosk's embedder (and this kiosk,
+The daemon's handler for the uplink's roster messages (the uplink only carries the bytes):
+a bundle is imported only if HQ's key signed it for this kiosk's embedder (and this kiosk,
 when targeted). Anything else, including payloads that are not JSON at all, is refused,
-logged and recorded as an event; the caller shows the outcome in the status.
+logged and recorded as an event; `RosterInbox.status()` shows the outcome in the status.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from nacl.signing import VerifyKey
 
 from edge.errors import BadInput
+from edge.records import utc_iso
 from edge.roster import Bundle, RosterRefused, format_utc, parse_utc, verify_bundle
 from edge.store import Store
 
@@ -86,25 +90,19 @@ def receive_roster(
 
 def current_bundle(store: Store) -> str | None:
     """The most recently imported bundle id, for the status."""
-    with store.lock:
-        row = store.conn.execute(
-            "SELECT bundle_id FROM roster_bundles ORDER BY imported_at DESC LIMIT 1"
-        ).fetchone()
-    return None if row is None else str(row[0])
+    return store.roster.newest_imported()
 
 
 def _newest_issued(store: Store) -> tuple[float, str] | None:
     """(issued_at, bundle_id) of the newest bundle imported so far (unreadable times skipped)."""
-    with store.lock:
-        rows = store.conn.execute("SELECT issued_at, bundle_id FROM roster_bundles").fetchall()
     best: tuple[float, str] | None = None
-    for issued, bid in rows:
+    for issued, bid in store.roster.issued():
         try:
             t = parse_utc(issued)
         except ValueError:
             continue
         if best is None or t > best[0]:
-            best = (t, str(bid))
+            best = (t, bid)
     return best
 
 
@@ -130,13 +128,48 @@ def _stale(store: Store, bundle: Bundle, source: str, now: float) -> str | None:
 
 def _in_force(store: Store, bundle: Bundle) -> bool:
     """Is this bundle imported and does every one of its entries still come from it?"""
-    with store.lock:
-        known = store.conn.execute(
-            "SELECT 1 FROM roster_bundles WHERE bundle_id = ?", (bundle.bundle_id,)
-        ).fetchone()
-        if not known:
-            return False
-        row = store.conn.execute(
-            "SELECT COUNT(*) FROM roster WHERE bundle_id = ?", (bundle.bundle_id,)
-        ).fetchone()
-    return int(row[0]) == len(bundle.entries)
+    return store.roster.in_force(bundle.bundle_id, len(bundle.entries))
+
+
+class RosterInbox:
+    """Receives the roster topic's payloads for one kiosk and keeps what the status shows."""
+
+    def __init__(
+        self, store: Store, hq_key: VerifyKey | None, expected_model: str, device_id: str
+    ) -> None:
+        self.store = store
+        self.hq_key = hq_key
+        self.expected_model = expected_model
+        self.device_id = device_id
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"bundle_id": current_bundle(store), "last_refused": None}
+        self._counts = {"roster_imported": 0, "roster_refused": 0}
+
+    def receive(self, payload: bytes, source: str) -> None:
+        """One payload from `source` (the topic); an empty one is a cleared retained roster."""
+        if not payload:
+            return
+        out = receive_roster(
+            self.store, payload, source, self.hq_key, self.expected_model, self.device_id
+        )
+        with self._lock:
+            if out.kind == "refused":
+                self._counts["roster_refused"] += 1
+                self._state["last_refused"] = {"at": utc_iso(time.time()), "reason": out.reason}
+            elif out.kind == "error":
+                self._state["last_error"] = f"{out.bundle_id}: {out.reason}"
+            elif out.kind == "imported":
+                self._counts["roster_imported"] += 1
+                self._state = {
+                    "bundle_id": out.bundle_id,
+                    "entries": out.entries,
+                    "last_refused": None,
+                }
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._state)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
