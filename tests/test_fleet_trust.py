@@ -259,6 +259,7 @@ def test_current_roster_reimported_after_its_entries_were_replaced(
     up = Uplink(
         store, mqtt_config(broker, kiosk.tls), outbox_config(), kiosk.device_id,
         HQ_VERIFY_KEY, MODEL_SHA,
+        roster=RosterInbox(store, HQ_VERIFY_KEY, MODEL_SHA, kiosk.device_id),
     )  # fmt: skip
     roster = connect_client(broker, pki.client("hq.roster"))
     up.start()

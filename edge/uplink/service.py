@@ -27,18 +27,16 @@ from edge.store import Store
 from edge.uplink.acks import AckRefused, parse_acks
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
 from edge.uplink.outbox import Outbox
-from edge.uplink.policy import backoff_delay, stalled, window_fits, window_room
+from edge.uplink.policy import backoff_delay
 from edge.uplink.pump import OutboxPump
 from edge.uplink.topics import Topics
+from edge.uplink.window import INFLIGHT_BYTES, InFlight
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.25  # how often an idle link looks for new records (wake() skips the wait)
 STATUS_MIN_GAP_S = 1.0
 STABLE_LINK_S = 30.0  # a link up this long resets the reconnect backoff
-# Payload bytes unanswered on the link at most (besides mqtt.inflight messages): about twice
-# a 3G link's bandwidth-delay product (1 Mbit/s x 200 ms = 25 kB), and ~4 s of queue on 2G.
-INFLIGHT_BYTES = 48 * 1024
 
 
 class RosterHandler(Protocol):
@@ -86,7 +84,6 @@ class Uplink:
         self.topics = Topics.for_device(mqtt_cfg.topic_prefix, device_id)
         self.outbox = Outbox(store, outbox_cfg.max_rows, outbox_cfg.max_bytes)
         self.roster = roster
-        self.window = mqtt_cfg.inflight
         self.started_at = time.time()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -95,10 +92,7 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._link: Link | None = None
         self._online = False
-        self._inflight: dict[int, str] = {}  # paho mid (this connection only) -> record id
-        self._inflight_size: dict[int, int] = {}  # paho mid -> payload bytes on the wire
-        self._inflight_bytes = 0
-        self._waiting_since: float | None = None  # see policy.stalled
+        self.inflight = InFlight(mqtt_cfg.inflight, INFLIGHT_BYTES)
         # A link with publishes in flight and no PUBACK for this long is dead (see README).
         self.stall_s = float(mqtt_cfg.keepalive_s)
         self._last_status = 0.0
@@ -154,6 +148,11 @@ class Uplink:
         self._wake.set()
         return self._offline_done.wait(timeout)
 
+    @property
+    def window(self) -> int:
+        """The in-flight window in messages (the broker's Receive Maximum may lower it)."""
+        return self.inflight.size
+
     def wake(self) -> None:
         """A record was appended: look at the outbox now instead of at the next poll."""
         self._wake.set()
@@ -175,7 +174,7 @@ class Uplink:
         return {
             **s,
             "connected": self._online,
-            "in_flight": len(self._inflight),
+            "in_flight": len(self.inflight),
             "roster": self._roster_status(),
             "counters": counters,
         }
@@ -223,7 +222,7 @@ class Uplink:
                 return
             self._connect()
             return
-        busy = bool(self._inflight) or link.want_write()
+        busy = bool(len(self.inflight)) or link.want_write()
         for ev in link.loop(0.02 if busy else IDLE_POLL_S / 5):
             self._handle(ev)
         self.pump.flush(force=False)
@@ -234,7 +233,7 @@ class Uplink:
             if time.monotonic() > self._connect_deadline:
                 self._drop_link("no CONNACK in time")
             return
-        if stalled(time.monotonic(), self._waiting_since, self.stall_s):
+        if self.inflight.stalled(time.monotonic(), self.stall_s):
             self._drop_link(f"no PUBACK for {self.stall_s:g} s with records in flight")
             return
         if self._offline_requested.is_set() and not self._offline_done.is_set():
@@ -256,7 +255,7 @@ class Uplink:
     def _connect(self) -> None:
         will = status_doc.encode(status_doc.offline_status(self.device_id))
         try:
-            link = Link(self.cfg, self.device_id, self.topics.status, will, self.window)
+            link = Link(self.cfg, self.device_id, self.topics.status, will, self.inflight.size)
             link.open()
         except (LinkError, OSError, ValueError) as exc:  # ValueError/OSError: TLS files
             self._count("connect_failures")
@@ -279,10 +278,7 @@ class Uplink:
         was_online = self._online
         self._online = False
         # Whatever was in flight is still pending/sent in the outbox; it goes again.
-        self._inflight.clear()
-        self._inflight_size.clear()
-        self._inflight_bytes = 0
-        self._waiting_since = None
+        self.inflight.clear()
         try:
             self.pump.flush()
         except Exception as exc:
@@ -315,9 +311,9 @@ class Uplink:
                 self._link.closed = True
             return
         assert self._link is not None
-        self.window = min(self.cfg.inflight, ev.receive_maximum)
-        if self.window < self.cfg.inflight:
-            log.info("in-flight window %d (the broker's receive maximum)", self.window)
+        self.inflight.size = min(self.cfg.inflight, ev.receive_maximum)
+        if self.inflight.size < self.cfg.inflight:
+            log.info("in-flight window %d (the broker's receive maximum)", self.inflight.size)
         self._online = True
         self._online_since = time.monotonic()
         self.pump.more = True
@@ -328,11 +324,9 @@ class Uplink:
         self._last_status_key = None  # publish "online" now
 
     def _on_puback(self, ev: PubAck) -> None:
-        rid = self._inflight.pop(ev.mid, None)
+        rid = self.inflight.pop(ev.mid)
         if rid is None:
             return  # a status publish
-        self._inflight_bytes -= self._inflight_size.pop(ev.mid, 0)
-        self._waiting_since = time.monotonic() if self._inflight else None
         if ev.ok:
             self.pump.pubacked(rid)
             return
@@ -367,24 +361,16 @@ class Uplink:
 
     # -- records -----------------------------------------------------------------------
     def _fill_window(self, link: Link) -> None:
-        room = window_room(len(self._inflight), self.window)
-        if self._inflight:  # fetch about what the byte budget takes, not a whole window
-            room = min(room, max(0, INFLIGHT_BYTES - self._inflight_bytes) // self.pump.avg_payload)
-        for record_id, payload in self.pump.next_batch(room, self._inflight.values()):
-            if not window_fits(
-                len(self._inflight), self._inflight_bytes, len(payload), self.window, INFLIGHT_BYTES
-            ):
+        room = self.inflight.room(self.pump.avg_payload)
+        for record_id, payload in self.pump.next_batch(room, self.inflight.record_ids()):
+            if not self.inflight.fits(len(payload)):
                 self.pump.more = True  # the byte budget is full: the rest waits for PUBACKs
                 return
             mid = link.publish(self.topics.records, payload, qos=1)
             if mid is None:
                 self.pump.more = True
                 return
-            if not self._inflight:
-                self._waiting_since = time.monotonic()
-            self._inflight[mid] = record_id
-            self._inflight_size[mid] = len(payload)
-            self._inflight_bytes += len(payload)
+            self.inflight.add(mid, record_id, len(payload))
             self.pump.published(len(payload))
             self._count("published")
 
