@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 from nacl.signing import SigningKey
 
+from bansos_contract.utc import iso_s as format_utc
 from edge.errors import EXIT_MISSING, BadInput, EdgeError
 from edge.keys import b64, unb64
 from edge.migrations import migrate
@@ -29,7 +30,7 @@ from edge.records import (
     record_hash,
     sign_head,
 )
-from edge.roster import Bundle, RosterEntry, format_utc
+from edge.roster import Bundle, RosterEntry
 
 SERVED_DECISIONS = ("match", "manual")
 

@@ -18,15 +18,16 @@ from typing import Any
 
 import pytest
 
+from bansos_contract.acks import sign_ack
+from bansos_contract.topics import Topics
+from bansos_contract.utc import iso_s as format_utc
 from edge.hq.db import Database, open_database
 from edge.hq.ingest import IngestWorker
 from edge.hq.registry import add_device
 from edge.records import canonical_json
-from edge.roster import format_utc, sign_bundle
+from edge.roster import sign_bundle
 from edge.store import Store
 from edge.uplink import Uplink
-from edge.uplink.acks import sign_ack
-from edge.uplink.topics import Topics
 from tests.roster_fixtures import MODEL_SHA, bundle_body
 from tests.support.helpers import wait_for
 from tests.support.hq import HQ_SIGNING_KEY, HQ_VERIFY_KEY, SimKiosk, hq_box_key

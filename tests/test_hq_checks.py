@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from nacl.signing import SigningKey
 
+from bansos_contract.acks import parse_acks
 from edge.hq.checks import (
     BAD_SIGNATURE,
     MALFORMED,
@@ -26,7 +27,6 @@ from edge.hq.checks import (
 from edge.hq.ingest import ack_payloads, topic_device
 from edge.hq.suspects import Face, find_suspects
 from edge.records import GENESIS_HASH, canonical_json, record_hash
-from edge.uplink.acks import parse_acks
 from tests.support.hq import SimKiosk, hq_box_key, unit_vector
 
 

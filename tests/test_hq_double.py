@@ -249,10 +249,10 @@ def test_two_real_kiosks_one_kpm_one_period_end_to_end(
 ) -> None:
     """Two kiosk stacks (own store, own key, real TFLite) each serve KPM-7 from the same
     signed roster: each kiosk alone sees nothing wrong; HQ's report names both records."""
+    from bansos_contract.utc import parse as parse_utc
     from edge.hq.roster_build import KpmRow, build_bundle
     from edge.infer.images import load_image
     from edge.keys import b64
-    from edge.roster import parse_utc
     from edge.verification import parse_request
     from tests.test_eligibility_kiosk import CountingCamera, Kiosk
 

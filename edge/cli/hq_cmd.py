@@ -280,8 +280,8 @@ def roster_build(
 def _window(valid_from: str | None, valid_until: str | None) -> tuple[float, float]:
     import time
 
+    from bansos_contract.utc import parse as parse_utc
     from edge.hq.roster_build import DEFAULT_VALID_DAYS, default_window
-    from edge.roster import parse_utc
 
     def parse(option: str, text: str) -> float:
         try:

@@ -21,6 +21,7 @@ import numpy as np
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from bansos_contract import utc
 from edge.api import request_json
 from edge.config import load_config
 from edge.demo.pki import DemoCA
@@ -139,7 +140,7 @@ class Demo:
         body = {
             "v": 1,
             "bundle_id": "demo-" + time.strftime("%Y%m%d%H%M%S"),
-            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "issued_at": utc.iso_s(time.time()),
             # no validity window (allowed): the kiosk's clock comes from the bundled GPS
             # track, whose date is fixed, so any window would one day exclude it
             "model": model_sha,

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from nacl.signing import VerifyKey
 
+from bansos_contract.utc import iso_s as format_utc
+from bansos_contract.utc import parse as parse_utc
 from edge.errors import BadInput
-from edge.roster import Bundle, RosterRefused, format_utc, parse_utc, verify_bundle
+from edge.roster import Bundle, RosterRefused, verify_bundle
 from edge.store import Store
 
 log = logging.getLogger(__name__)

@@ -17,17 +17,17 @@ from typing import Any
 
 from nacl.signing import VerifyKey
 
+from bansos_contract.acks import AckRefused, parse_acks
+from bansos_contract.topics import Topics
+from bansos_contract.utc import iso_ms as utc_iso
+from bansos_contract.wire import encode
 from edge.config import MqttConfig, OutboxConfig
-from edge.records import utc_iso
 from edge.store import Store
 from edge.uplink import status as status_doc
-from edge.uplink.acks import AckRefused, parse_acks
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
 from edge.uplink.downlink import current_bundle, receive_roster
 from edge.uplink.outbox import Outbox
 from edge.uplink.policy import backoff_delay, stalled, window_fits, window_room
-from edge.uplink.topics import Topics
-from edge.uplink.wire import encode
 
 log = logging.getLogger(__name__)
 
