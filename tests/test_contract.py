@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bansos_contract import ids, topics, utc
-from edge.hq.heads import status_device, status_subscription
-from edge.hq.ingest import topic_device
+from edge_hq.heads import status_device, status_subscription
+from edge_hq.ingest import topic_device
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "edge_hq", "edge_tools", "bansos_contract")

@@ -11,9 +11,9 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from bansos_contract.wire import DICT_V1, FORMAT_DEFLATE_V1, WireError, WireTooLarge, decode, encode
-from edge.hq.checks import Accepted, check_message
 from edge.keys import device_id_for
 from edge.store import Store
+from edge_hq.checks import Accepted, check_message
 from tests.roster_fixtures import fill_store
 
 

@@ -10,7 +10,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from bansos_contract.acks import parse_acks
-from edge.hq.checks import (
+from edge.records import GENESIS_HASH, canonical_json, record_hash
+from edge_hq.checks import (
     BAD_SIGNATURE,
     MALFORMED,
     TOO_LARGE,
@@ -24,9 +25,8 @@ from edge.hq.checks import (
     link_issues,
     summarise_chain,
 )
-from edge.hq.ingest import ack_payloads, topic_device
-from edge.hq.suspects import Face, find_suspects
-from edge.records import GENESIS_HASH, canonical_json, record_hash
+from edge_hq.ingest import ack_payloads, topic_device
+from edge_hq.suspects import Face, find_suspects
 from tests.support.hq import SimKiosk, hq_box_key, unit_vector
 
 

@@ -9,8 +9,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bansos_contract import topics
 from edge.errors import DeviceMissing
-from edge.hq.config import HqSettings
-from edge.hq.mqtt_tls import apply_tls
+from edge_hq.config import HqSettings
+from edge_hq.mqtt_tls import apply_tls
 
 
 def roster_topic(settings: HqSettings, device_id: str) -> str:
