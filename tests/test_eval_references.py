@@ -69,7 +69,7 @@ def test_too_few_photos_is_bad_input() -> None:
 def test_eval_references_on_a_faces_dev_subset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge.cli.face_cmd import main
+    from edge.cli import main
 
     dev = dev_faces()
     root = tmp_path / "faces"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli.face_cmd import main
+from edge.cli import main
 from edge.config import CONFIG_ENV
 from edge.infer.manifest import load_manifest
 from tests.support.faces import FACES, OTHER, PERSON, dev_faces, make_subset, photos

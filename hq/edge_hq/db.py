@@ -75,9 +75,7 @@ class Database:
         try:
             import psycopg
         except ImportError:
-            raise DeviceMissing(
-                "psycopg is not installed (pip install 'bansos-edge[hq]')"
-            ) from None
+            raise DeviceMissing("psycopg is not installed (pip install bansos-edge-hq)") from None
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:

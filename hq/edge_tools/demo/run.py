@@ -21,6 +21,7 @@ import numpy as np
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+import edge
 from bansos_contract import utc
 from edge.api import request_json
 from edge.config import load_config
@@ -30,7 +31,7 @@ from edge.roster import encode_template, sign_bundle
 from edge_tools.demo.pki import DemoCA
 from edge_tools.demo.services import DemoBroker, DemoGps, free_port
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(edge.__file__).resolve().parent / "samples"  # the kiosk's bundled samples
 HQ_USER = "hq.demo"
 PERIOD = time.strftime("%Y-%m", time.gmtime())  # the month being served
 VILLAGE = {"type": "point", "lat": -7.7157, "lon": 110.3648, "radius_m": 1000}

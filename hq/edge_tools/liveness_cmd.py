@@ -1,4 +1,8 @@
-"""`edge liveness eval`: presentation-attack detection figures (ISO/IEC 30107-3) on photos."""
+"""`edge liveness eval`: presentation-attack detection figures (ISO/IEC 30107-3) on photos.
+
+An evaluation tool, not a kiosk command: it ships in bansos-edge-hq (entry point group
+`bansos_edge.commands`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 import click
 
 from edge.cli.common import config_option, emit_json, json_option
-from edge.cli.face_cmd import _runtime_option, effective_config
+from edge.cli.face_cmd import effective_config, runtime_option
 
 
 @click.group("liveness")
@@ -62,7 +66,7 @@ def _folders(value: str | None) -> tuple[str, ...]:
     help="Also report the threshold that keeps BPCER at or below this (calibration).",
 )
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
-@_runtime_option
+@runtime_option
 @json_option
 def eval_cmd(
     bona_dir: Path,
