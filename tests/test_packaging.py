@@ -9,6 +9,7 @@ live. Fails before issue 21: the kiosk wheel held edge/hq, edge/demo and edge/in
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,7 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _build(source: Path, out: Path) -> Path:
+# a build from the working tree would reuse its build/lib, stale files included
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+
+
+def _build(tree: Path, out: Path) -> Path:
+    """`pip wheel --no-deps` (as the wheelhouse role runs it) on a clean copy of `tree`."""
+    source = out / "src"
+    shutil.copytree(REPO, source, ignore=_NOT_SOURCE, symlinks=True)
+    source = source / tree.relative_to(REPO)
     subprocess.run(
         [
             sys.executable,
@@ -43,7 +54,7 @@ def _build(source: Path, out: Path) -> Path:
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = out.glob("*.whl")
+    (wheel,) = out.glob("*.whl")  # the copy's own build/ stays under out/src
     return wheel
 
 
