@@ -81,3 +81,10 @@ def test_utc_forms_round_trip() -> None:
     assert utc.parse(utc.iso_ms(t)) == t
     with pytest.raises(ValueError, match="expected UTC time"):
         utc.parse("2025-02-30T00:00:00Z")
+
+
+def test_hq_reaches_the_kiosk_wire_only_through_the_contract() -> None:
+    """HQ used to import edge.uplink.wire and edge.uplink.acks; the uplink is the kiosk's."""
+    hq = sorted((REPO / "hq" / "edge_hq").rglob("*.py"))
+    assert hq
+    assert [p.name for p in hq if re.search(r"\bedge\.uplink\b", p.read_text())] == []
