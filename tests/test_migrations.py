@@ -111,10 +111,11 @@ def test_hq_policy_is_all_or_nothing_with_the_same_runner(tmp_path: Path) -> Non
     conn = connect(tmp_path / "hq.db")
     db = SqliteLedger(conn)
     locked: list[bool] = []
-    steps = [
-        ("001_a", lambda: conn.execute("CREATE TABLE a (x)") and None),
-        ("002_boom", _boom),
-    ]
+
+    def make() -> None:
+        conn.execute("CREATE TABLE a (x)")
+
+    steps: list[tuple[str, runner.Step]] = [("001_a", make), ("002_boom", _boom)]
     with pytest.raises(RuntimeError, match="step failed"):
         runner.run(db, steps, one_transaction=True, before=lambda: locked.append(True))
     assert locked == [True]
