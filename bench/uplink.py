@@ -7,7 +7,7 @@ client certificates, on a free loopback port), with the same records:
 - baseline: one paho client publishes a record at QoS 1 and waits for its PUBACK, then the next;
 - uplink: `edge.uplink.Uplink` drains the same outbox (in-flight window, batched commits),
   with a small HQ that acks; timed to every PUBACK ("sent") and to every HQ ack ("acked").
-Bytes: the record's JSON and its compressed wire payload (edge.uplink.wire; the naive loop
+Bytes: the record's JSON and its compressed wire payload (bansos_contract.wire; the naive loop
 sends the JSON), the MQTT PUBLISH packet per record (computed from the packet layout), and the
 TLS bytes the kernel sent per record (TCP `bytes_sent` from `ss -ti` for the kiosk's socket).
 The round trip comes from tests/link_emulator.py (delay only, no bandwidth cap).
@@ -33,11 +33,11 @@ import numpy as np
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from bansos_contract.wire import encode
 from edge.keys import device_id_for
 from edge.records import Evidence, seal_evidence
 from edge.store import Store
 from edge.uplink import Uplink
-from edge.uplink.wire import encode
 from tests.hq_sim import HqSim
 from tests.link_emulator import FOREVER, LinkEmulator, LinkSpec, Phase
 from tests.roster_fixtures import make_verification, record_builder

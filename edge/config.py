@@ -11,35 +11,14 @@ import dataclasses
 import ipaddress
 import json
 import os
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.errors import BadInput
+from edge.typed_toml import ConfigError, build_settings, choices, read_toml, rng
 
 DEFAULT_CONFIG_PATH = Path("/etc/bansos-edge/edge.toml")
 CONFIG_ENV = "BANSOS_EDGE_CONFIG"
-
-
-class ConfigError(BadInput):
-    """A config file is unreadable or one of its values is refused."""
-
-    def __init__(self, path: str | Path, key: str, expected: str) -> None:
-        self.path = str(path)
-        self.key = key
-        self.expected = expected
-        where = f"{self.path}: {key}" if key else self.path
-        super().__init__(f"{where}: {expected}")
-
-
-def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
-    return {"min": lo, "max": hi}
-
-
-def _choices(*values: str) -> dict[str, Any]:
-    return {"choices": values}
 
 
 @dataclass(frozen=True)
@@ -68,7 +47,7 @@ class HqConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    busy_timeout_ms: int = field(default=5000, metadata=_rng(0, 600_000))
+    busy_timeout_ms: int = field(default=5000, metadata=rng(0, 600_000))
 
 
 @dataclass(frozen=True)
@@ -76,21 +55,21 @@ class FaceConfig:
     """The face pipeline: models, runtime, quality gates and the calibrated threshold."""
 
     models_dir: str = ""
-    runtime: str = field(default="auto", metadata=_choices("auto", "tflite_runtime", "litert"))
-    threads: int = field(default=2, metadata=_rng(1, 16))
-    threshold: float = field(default=0.365, metadata=_rng(-1.0, 1.0))
+    runtime: str = field(default="auto", metadata=choices("auto", "tflite_runtime", "litert"))
+    threads: int = field(default=2, metadata=rng(1, 16))
+    threshold: float = field(default=0.365, metadata=rng(-1.0, 1.0))
     # A KPM with more templates (registry photo + earlier captures) gets more chances to
     # match by luck, so each count has its own FMR 1e-3 point (docs/accuracy.md).
-    threshold_2_templates: float = field(default=0.381, metadata=_rng(-1.0, 1.0))
-    threshold_3_templates: float = field(default=0.389, metadata=_rng(-1.0, 1.0))
-    detector_score: float = field(default=0.6, metadata=_rng(0.05, 0.99))
-    min_face_px: int = field(default=60, metadata=_rng(16, 2000))
-    min_sharpness: float = field(default=20.0, metadata=_rng(0.0, 1e6))
-    max_pose: float = field(default=0.45, metadata=_rng(0.0, 2.0))
-    min_brightness: float = field(default=40.0, metadata=_rng(0.0, 255.0))
-    max_brightness: float = field(default=220.0, metadata=_rng(0.0, 255.0))
-    burst_frames: int = field(default=5, metadata=_rng(1, 60))
-    min_good_frames: int = field(default=1, metadata=_rng(1, 60))
+    threshold_2_templates: float = field(default=0.381, metadata=rng(-1.0, 1.0))
+    threshold_3_templates: float = field(default=0.389, metadata=rng(-1.0, 1.0))
+    detector_score: float = field(default=0.6, metadata=rng(0.05, 0.99))
+    min_face_px: int = field(default=60, metadata=rng(16, 2000))
+    min_sharpness: float = field(default=20.0, metadata=rng(0.0, 1e6))
+    max_pose: float = field(default=0.45, metadata=rng(0.0, 2.0))
+    min_brightness: float = field(default=40.0, metadata=rng(0.0, 255.0))
+    max_brightness: float = field(default=220.0, metadata=rng(0.0, 255.0))
+    burst_frames: int = field(default=5, metadata=rng(1, 60))
+    min_good_frames: int = field(default=1, metadata=rng(1, 60))
 
 
 @dataclass(frozen=True)
@@ -103,20 +82,20 @@ class LivenessConfig:
 
     enabled: bool = True
     # chosen on half of pad-dev's subjects at BPCER 1% per presentation (MODEL_CARD.md)
-    threshold: float = field(default=0.377, metadata=_rng(0.0, 1.0))
-    min_live_frames: int = field(default=2, metadata=_rng(1, 60))
-    min_live_fraction: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    threshold: float = field(default=0.377, metadata=rng(0.0, 1.0))
+    min_live_frames: int = field(default=2, metadata=rng(1, 60))
+    min_live_fraction: float = field(default=0.5, metadata=rng(0.0, 1.0))
     # Liveness quality gates (edge/infer/pad_gates.py, docs/liveness/conditions.md): a frame
     # failing one is not judged; 1.0 / 255.0 / 0 switch a gate off.
-    max_clipped: float = field(default=0.5, metadata=_rng(0.0, 1.0))
-    max_noise: float = field(default=4.0, metadata=_rng(0.0, 255.0))
-    min_face_px: int = field(default=0, metadata=_rng(0, 2000))
-    min_sharpness: float = field(default=0.0, metadata=_rng(0.0, 1e6))
+    max_clipped: float = field(default=0.5, metadata=rng(0.0, 1.0))
+    max_noise: float = field(default=4.0, metadata=rng(0.0, 255.0))
+    min_face_px: int = field(default=0, metadata=rng(0, 2000))
+    min_sharpness: float = field(default=0.0, metadata=rng(0.0, 1e6))
     # active challenge before the burst: "turn" asks for a head turn left and right in a
     # random order (edge/infer/challenge.py); "off" relies on the passive models alone
-    challenge: str = field(default="off", metadata=_choices("off", "turn"))
-    challenge_s: float = field(default=10.0, metadata=_rng(3.0, 60.0))
-    challenge_turn: float = field(default=0.35, metadata=_rng(0.15, 0.8))
+    challenge: str = field(default="off", metadata=choices("off", "turn"))
+    challenge_s: float = field(default=10.0, metadata=rng(3.0, 60.0))
+    challenge_turn: float = field(default=0.35, metadata=rng(0.15, 0.8))
 
 
 @dataclass(frozen=True)
@@ -125,14 +104,14 @@ class CameraConfig:
     "replay" (files, the bundled sample faces when replay_path is "") is for `edge demo`,
     tests and development, and must be chosen explicitly."""
 
-    backend: str = field(default="picamera2", metadata=_choices("replay", "picamera2"))
+    backend: str = field(default="picamera2", metadata=choices("replay", "picamera2"))
     replay_path: str = ""
     replay_loop: bool = True
-    width: int = field(default=1280, metadata=_rng(160, 4608))
-    height: int = field(default=960, metadata=_rng(120, 3456))
-    settle_s: float = field(default=1.0, metadata=_rng(0.0, 30.0))
+    width: int = field(default=1280, metadata=rng(160, 4608))
+    height: int = field(default=960, metadata=rng(120, 3456))
+    settle_s: float = field(default=1.0, metadata=rng(0.0, 30.0))
     autofocus: bool = True
-    frame_timeout_s: float = field(default=3.0, metadata=_rng(0.1, 120.0))
+    frame_timeout_s: float = field(default=3.0, metadata=rng(0.1, 120.0))
 
 
 @dataclass(frozen=True)
@@ -141,11 +120,11 @@ class GpsConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = field(default=2947, metadata=_rng(1, 65535))
-    max_fix_age_s: float = field(default=10.0, metadata=_rng(0.1, 3600.0))
-    reconnect_min_s: float = field(default=0.5, metadata=_rng(0.05, 60.0))
-    reconnect_max_s: float = field(default=30.0, metadata=_rng(0.1, 3600.0))
-    clock_tolerance_s: float = field(default=2.0, metadata=_rng(0.1, 3600.0))
+    port: int = field(default=2947, metadata=rng(1, 65535))
+    max_fix_age_s: float = field(default=10.0, metadata=rng(0.1, 3600.0))
+    reconnect_min_s: float = field(default=0.5, metadata=rng(0.05, 60.0))
+    reconnect_max_s: float = field(default=30.0, metadata=rng(0.1, 3600.0))
+    clock_tolerance_s: float = field(default=2.0, metadata=rng(0.1, 3600.0))
 
 
 @dataclass(frozen=True)
@@ -154,30 +133,30 @@ class MqttConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = field(default=8883, metadata=_rng(1, 65535))
+    port: int = field(default=8883, metadata=rng(1, 65535))
     tls: bool = True
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
     topic_prefix: str = "kiosk"
-    keepalive_s: int = field(default=15, metadata=_rng(5, 3600))
-    session_expiry_s: int = field(default=7 * 86400, metadata=_rng(0, 4_294_967_295))
-    inflight: int = field(default=100, metadata=_rng(1, 1000))
-    reconnect_min_s: float = field(default=1.0, metadata=_rng(0.05, 600.0))
-    reconnect_max_s: float = field(default=60.0, metadata=_rng(0.1, 86400.0))
-    connect_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 600.0))
-    status_interval_s: float = field(default=60.0, metadata=_rng(1.0, 86400.0))
+    keepalive_s: int = field(default=15, metadata=rng(5, 3600))
+    session_expiry_s: int = field(default=7 * 86400, metadata=rng(0, 4_294_967_295))
+    inflight: int = field(default=100, metadata=rng(1, 1000))
+    reconnect_min_s: float = field(default=1.0, metadata=rng(0.05, 600.0))
+    reconnect_max_s: float = field(default=60.0, metadata=rng(0.1, 86400.0))
+    connect_timeout_s: float = field(default=10.0, metadata=rng(0.5, 600.0))
+    status_interval_s: float = field(default=60.0, metadata=rng(1.0, 86400.0))
 
 
 @dataclass(frozen=True)
 class OutboxConfig:
     """Bounds and timers of the durable outbox."""
 
-    max_rows: int = field(default=200_000, metadata=_rng(1, 100_000_000))
-    max_bytes: int = field(default=1_073_741_824, metadata=_rng(1024, 1 << 40))
-    resend_after_s: float = field(default=120.0, metadata=_rng(1.0, 86400.0))
-    retention_days: float = field(default=30.0, metadata=_rng(0.0, 3650.0))
-    purge_interval_s: float = field(default=3600.0, metadata=_rng(1.0, 86400.0))
+    max_rows: int = field(default=200_000, metadata=rng(1, 100_000_000))
+    max_bytes: int = field(default=1_073_741_824, metadata=rng(1024, 1 << 40))
+    resend_after_s: float = field(default=120.0, metadata=rng(1.0, 86400.0))
+    retention_days: float = field(default=30.0, metadata=rng(0.0, 3650.0))
+    purge_interval_s: float = field(default=3600.0, metadata=rng(1.0, 86400.0))
 
 
 @dataclass(frozen=True)
@@ -188,16 +167,16 @@ class ApiConfig:
     # A non-loopback listen address lets anyone on that network call /v1/verify without a
     # token (the local CLI's form): refused unless this is set (README "The local API").
     allow_remote: bool = False
-    max_body_bytes: int = field(default=65536, metadata=_rng(256, 16_777_216))
+    max_body_bytes: int = field(default=65536, metadata=rng(256, 16_777_216))
     # fixed pools: GET (status, health, screen files) and POST (verify, sign-in, scan)
-    workers: int = field(default=3, metadata=_rng(1, 16))
-    write_workers: int = field(default=2, metadata=_rng(1, 16))
+    workers: int = field(default=3, metadata=rng(1, 16))
+    write_workers: int = field(default=2, metadata=rng(1, 16))
     # open connections; past it the one idle the longest is closed
-    max_connections: int = field(default=2048, metadata=_rng(16, 65536))
+    max_connections: int = field(default=2048, metadata=rng(16, 65536))
     # a request's headers and body must arrive within this (slow clients are cut off)
-    request_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 300.0))
+    request_timeout_s: float = field(default=10.0, metadata=rng(0.5, 300.0))
     # a keep-alive connection with no request in progress is closed after this
-    idle_timeout_s: float = field(default=120.0, metadata=_rng(1.0, 3600.0))
+    idle_timeout_s: float = field(default=120.0, metadata=rng(1.0, 3600.0))
 
 
 @dataclass(frozen=True)
@@ -205,11 +184,11 @@ class UiConfig:
     """The officer's kiosk screen: who may sign in, retry and lockout limits, language."""
 
     officers_file: str = "/etc/bansos-edge/officers.toml"
-    max_attempts: int = field(default=3, metadata=_rng(1, 10))
-    pin_lockout_after: int = field(default=3, metadata=_rng(1, 20))
-    lockout_s: float = field(default=300.0, metadata=_rng(1.0, 86400.0))
-    session_idle_s: float = field(default=600.0, metadata=_rng(10.0, 86400.0))
-    language: str = field(default="id", metadata=_choices("id", "en"))
+    max_attempts: int = field(default=3, metadata=rng(1, 10))
+    pin_lockout_after: int = field(default=3, metadata=rng(1, 20))
+    lockout_s: float = field(default=300.0, metadata=rng(1.0, 86400.0))
+    session_idle_s: float = field(default=600.0, metadata=rng(10.0, 86400.0))
+    language: str = field(default="id", metadata=choices("id", "en"))
 
 
 @dataclass(frozen=True)
@@ -228,56 +207,6 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     source: str = "<defaults>"
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _coerce(path: str, key: str, value: Any, typ: Any, meta: Any) -> Any:
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, key, f"expected true or false, got {value!r}")
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, key, f"expected an integer, got {value!r}")
-    elif typ is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(path, key, f"expected a number, got {value!r}")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(path, key, f"expected a finite number, got {value!r}")
-    elif typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, key, f"expected a string, got {value!r}")
-        if "\x00" in value:
-            raise ConfigError(path, key, "expected a string without NUL characters")
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
-        raise ConfigError(path, key, f"expected at least {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(path, key, f"expected at most {hi}, got {value!r}")
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(path, key, f"expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _build_section(path: str, name: str, cls: Any, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(path, f"[{name}]", "expected a table (section)")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in known:
-            raise ConfigError(
-                path,
-                f"{name}.{key}",
-                f"unknown key; [{name}] accepts: {', '.join(sorted(known))}",
-            )
-    values = {}
-    for key, value in raw.items():
-        values[key] = _coerce(path, f"{name}.{key}", value, hints[key], known[key].metadata)
-    return cls(**values)
 
 
 def _cross_checks(cfg: Config) -> None:
@@ -394,16 +323,7 @@ def check_files(cfg: Config) -> None:
 
 def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:
     """Validate an already parsed TOML document into a Config."""
-    sections: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
-    hints = typing.get_type_hints(Config)
-    for name, raw in data.items():
-        if name not in fields:
-            raise ConfigError(
-                source, f"[{name}]", f"unknown section; expected one of {', '.join(fields)}"
-            )
-        sections[name] = _build_section(source, name, hints[name], raw)
-    cfg = Config(**sections, source=source)
+    cfg = build_settings(Config, data, source)
     _cross_checks(cfg)
     return cfg
 
@@ -414,20 +334,7 @@ def load_config(path: str | Path | None = None) -> Config:
         env = os.environ.get(CONFIG_ENV)
         path = Path(env) if env else DEFAULT_CONFIG_PATH
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found (pass --config PATH)") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, expected a TOML file") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    data = read_toml(path, "pass --config PATH")
     return parse_config(data, str(path))
 
 

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bansos_contract.utc import iso_s as format_utc
 from edge.period import newest_period, period_key
-from edge.roster import RosterEntry, format_utc
+from edge.roster import RosterEntry
 
 NOT_LISTED = "not on the list"
 OTHER_PROGRAMME = "other programme"

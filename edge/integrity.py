@@ -24,8 +24,9 @@ from typing import Any
 
 from nacl.signing import SigningKey, VerifyKey
 
+from bansos_contract.utc import iso_ms as utc_iso
 from edge.errors import EXIT_MISSING, EdgeError
-from edge.records import ChainProblem, RecordInvalid, check_head, utc_iso
+from edge.records import ChainProblem, RecordInvalid, check_head
 from edge.store import Store, StoreIntegrityError
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,6 @@ The device id is derived from the public key so that a key and an id cannot drif
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import os
 from pathlib import Path
@@ -15,20 +13,10 @@ from pathlib import Path
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
+from bansos_contract.canonical import b64, unb64
 from edge.errors import BadInput, DeviceMissing
 
 KEY_FILE_MODE = 0o600
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str, what: str = "value") -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ValueError(f"{what} is not valid base64") from None
 
 
 def decode_public_key(text: str) -> bytes:

@@ -1,14 +1,19 @@
 """Named, ordered schema migrations, recorded in the database as they are applied.
 
 Like sqlite-utils' own migrations: each has a stable name; the `_migrations` table
-says which ran, so a kiosk upgraded across versions applies only what it lacks.
+says which ran, so a kiosk upgraded across versions applies only what it lacks. The
+runner (edge/migration_runner.py) is HQ's too; here each step is its own transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from edge import migration_runner as runner
 
 Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
@@ -162,32 +167,39 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+class SqliteLedger:
+    """A raw sqlite3 connection (autocommit) as the runner's database."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql, tuple(params))
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, tuple(params)).fetchall())
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")  # writers queue on the busy timeout
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
+    """The migrations this database has, by name (creates the empty ledger if need be)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
     )
-    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+    return runner.applied(SqliteLedger(conn))
 
 
 def migrate(conn: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> list[str]:
     """Apply the missing migrations in order, each in its own transaction; returns their names."""
     done = set(applied(conn))
-    ran = []
-    for name, fn in migrations:
-        if name in done:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if name in {r[0] for r in conn.execute("SELECT name FROM _migrations")}:
-                conn.execute("ROLLBACK")
-                continue
-            fn(conn)
-            conn.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        ran.append(name)
-    return ran
+    steps = [(name, functools.partial(fn, conn)) for name, fn in migrations if name not in done]
+    return runner.run(SqliteLedger(conn), steps) if steps else []

@@ -6,28 +6,35 @@ without `sig`; `prev_hash` is the SHA-256 of the previous record's signed bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.public import PublicKey, SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
-from edge.keys import b64, unb64
+from bansos_contract.canonical import (
+    GENESIS_HASH,
+    b64,
+    canonical_json,
+    record_hash,
+    signed_bytes,
+    unb64,
+)
+from bansos_contract.ids import HEX64 as _HEX64
+from bansos_contract.ids import RECORD_ID as _ID_RE
+from bansos_contract.ids import TEXT_ID as _TEXT_ID
+from bansos_contract.utc import iso_ms as utc_iso
 
 SCHEMA_VERSION = 2  # 2 added `liveness` and `camera`; version 1 records still verify
 CAMERAS = ("picamera2", "replay")
 SCHEMA_VERSIONS = (1, 2)
-GENESIS_HASH = "0" * 64
 PROGRAMMES = ("sembako", "pkh")
 # A record may also say `unknown`: a `not_eligible` for a KPM that is on no roster entry,
 # asked without a programme (rosters and requests only ever name PROGRAMMES).
@@ -48,9 +55,6 @@ FAILED_DECISIONS = ("no_match", "spoof", "no_face", "poor_quality")
 CLOCKS = ("gps", "ntp", "unsynced")
 GEOFENCE = ("inside", "outside", "unknown")
 EVIDENCE_ALG = "x25519-sealedbox"
-_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-_TEXT_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 # control, format (bidi overrides), line/paragraph separators, surrogates
 _CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
@@ -68,22 +72,6 @@ class RecordInvalid(ValueError):
     """A record fails a check; `reason` says which."""
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8, no NaN: the bytes that are hashed and signed."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def signed_bytes(record: Mapping[str, Any]) -> bytes:
-    return canonical_json({k: v for k, v in record.items() if k != "sig"})
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """SHA-256 of the record's signed bytes: the next record's prev_hash."""
-    return hashlib.sha256(signed_bytes(record)).hexdigest()
-
-
 def new_record_id(now_ms: int | None = None) -> str:
     """A UUIDv7: 48 bits of Unix milliseconds then randomness, so ids sort by time."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -95,14 +83,6 @@ def new_record_id(now_ms: int | None = None) -> str:
     value |= rand & ((1 << 62) - 1)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def utc_iso(ts: float) -> str:
-    """UTC time with milliseconds and a Z, the record's time format."""
-    return (
-        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        + f"{int(ts * 1000) % 1000:03d}Z"
-    )
 
 
 @dataclass(frozen=True)

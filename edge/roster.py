@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,17 @@ import numpy as np
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from bansos_contract.canonical import b64, canonical_json, unb64
+from bansos_contract.ids import HEX64 as _HEX64
+from bansos_contract.ids import TEXT_ID as _ID
+from bansos_contract.utc import parse as parse_utc
 from edge.errors import BadInput
-from edge.keys import b64, unb64
 from edge.period import period_problem
-from edge.records import PROGRAMMES, canonical_json
+from edge.records import PROGRAMMES
 
 BUNDLE_VERSION = 1
 EMBEDDING_DIM = 128
 MAX_TEMPLATES = 8
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z\Z")
 REGISTRY = "registry"
 CAPTURE_PREFIX = "capture:"
 
@@ -81,23 +80,6 @@ class Bundle:
     raw: dict[str, Any]
     valid_from: float | None = None
     valid_until: float | None = None
-
-
-def parse_utc(text: Any) -> float:
-    """`YYYY-MM-DDTHH:MM:SS[.ffffff]Z` -> Unix seconds; ValueError otherwise."""
-    expected = f"expected UTC time YYYY-MM-DDTHH:MM:SSZ, got {text!r}"
-    if not isinstance(text, str) or not _UTC.match(text):
-        raise ValueError(expected)
-    fmt = "%Y-%m-%dT%H:%M:%S" + (".%f" if "." in text else "")
-    try:
-        moment = datetime.strptime(text[:-1], fmt)
-    except ValueError:  # e.g. 30 February
-        raise ValueError(expected) from None
-    return moment.replace(tzinfo=UTC).timestamp()
-
-
-def format_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encode_template(vector: np.ndarray) -> str:

@@ -17,9 +17,11 @@ from typing import Any
 
 from nacl.signing import VerifyKey
 
+from bansos_contract.utc import iso_ms as utc_iso
+from bansos_contract.utc import iso_s as format_utc
+from bansos_contract.utc import parse as parse_utc
 from edge.errors import BadInput
-from edge.records import utc_iso
-from edge.roster import Bundle, RosterRefused, format_utc, parse_utc, verify_bundle
+from edge.roster import Bundle, RosterRefused, verify_bundle
 from edge.store import Store
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ import numpy as np
 from nacl.public import PublicKey
 from nacl.signing import SigningKey
 
+from bansos_contract.ids import TEXT_ID as _ID
 from edge.eligibility import ALREADY_SERVED, check_eligibility, describe_earlier
 from edge.errors import EXIT_NEGATIVE, EdgeError
 from edge.period import period_problem
@@ -37,7 +37,7 @@ from edge.store import OutboxFull, OutboxLimits, Store
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+
 FACE_DECISIONS = ("match", "no_match", "spoof", "no_face", "poor_quality")
 
 

@@ -44,10 +44,13 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)"
+# Both distributions, editable: the kiosk's (bansos-edge, root pyproject.toml) and HQ with
+# the demo and evaluation tools (bansos-edge-hq, hq/pyproject.toml), whose entry points add
+# `edge hq`, `edge demo`, `edge eval` and `edge liveness` to the `edge` command.
+stamp=".venv/.setup-$(cat pyproject.toml hq/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,litert,hq,eval,fleet]'
+  .venv/bin/pip install -q -e '.[dev,litert,fleet]' -e './hq[eval]'
   touch "$stamp"
 fi
 echo "setup: done (.venv ready; try: .venv/bin/edge demo)"

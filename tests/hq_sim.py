@@ -18,8 +18,8 @@ from nacl.signing import SigningKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.uplink.acks import sign_ack
-from edge.uplink.wire import WireError, decode
+from bansos_contract.acks import sign_ack
+from bansos_contract.wire import WireError, decode
 from tests.support.hq import HQ_SIGNING_KEY
 from tests.support.mqtt import HQ_IDENTITY, Broker, ClientTls
 

@@ -25,15 +25,15 @@ from nacl.signing import SigningKey, VerifyKey
 
 from edge.api import request_json
 from edge.config import FaceConfig
-from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings
-from edge.hq.db import open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import add_device
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import b64, device_id_for, init_device_key
 from edge.records import verify_chain
 from edge.roster import encode_template, sign_bundle
+from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings
+from edge_hq.db import open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import add_device
 from tests.conftest import REPO
 from tests.hq_sim import HqSim
 from tests.support.daemon import spawn_daemon

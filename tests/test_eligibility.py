@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bansos_contract.utc import parse as parse_utc
 from edge.eligibility import (
     NOT_LISTED,
     OTHER_PERIOD,
@@ -16,7 +17,7 @@ from edge.eligibility import (
     check_eligibility,
     describe_earlier,
 )
-from edge.roster import RosterEntry, parse_utc
+from edge.roster import RosterEntry
 
 NOV_FROM = parse_utc("2026-11-01T00:00:00Z")
 NOV_UNTIL = parse_utc("2026-12-01T00:00:00Z")

@@ -16,6 +16,7 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from bansos_contract.utc import parse as parse_utc
 from edge.config import FaceConfig
 from edge.eligibility import (
     NOT_LISTED,
@@ -25,14 +26,14 @@ from edge.eligibility import (
     ROSTER_EXPIRED,
     ROSTER_NOT_YET_VALID,
 )
-from edge.hq.roster_build import KpmRow, build_bundle
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import device_id_for
 from edge.records import canonical_json, check_signature, verify_chain
-from edge.roster import load_bundle_bytes, parse_utc, verify_bundle
+from edge.roster import load_bundle_bytes, verify_bundle
 from edge.store import Store
 from edge.verification import BadRequest, Verifier, parse_request
+from edge_hq.roster_build import KpmRow, build_bundle
 from tests.support.faces import OTHER, PERSON, photos
 
 NOV = (parse_utc("2026-11-01T00:00:00Z"), parse_utc("2026-12-01T00:00:00Z"))

@@ -1,4 +1,4 @@
-"""Compact records on the wire (edge.uplink.wire) and HQ's side of it. About 2 s."""
+"""Compact records on the wire (bansos_contract.wire) and HQ's side of it. About 2 s."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from edge.hq.checks import Accepted, check_message
+from bansos_contract.wire import DICT_V1, FORMAT_DEFLATE_V1, WireError, WireTooLarge, decode, encode
 from edge.keys import device_id_for
 from edge.store import Store
-from edge.uplink.wire import DICT_V1, FORMAT_DEFLATE_V1, WireError, WireTooLarge, decode, encode
+from edge_hq.checks import Accepted, check_message
 from tests.roster_fixtures import fill_store
 
 

@@ -18,16 +18,17 @@ from typing import Any
 
 import pytest
 
-from edge.hq.db import Database, open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import add_device
+from bansos_contract.acks import sign_ack
+from bansos_contract.topics import Topics
+from bansos_contract.utc import iso_s as format_utc
 from edge.records import canonical_json
-from edge.roster import format_utc, sign_bundle
+from edge.roster import sign_bundle
 from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink import Uplink
-from edge.uplink.acks import sign_ack
-from edge.uplink.topics import Topics
+from edge_hq.db import Database, open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import add_device
 from tests.roster_fixtures import MODEL_SHA, bundle_body
 from tests.support.helpers import wait_for
 from tests.support.hq import HQ_SIGNING_KEY, HQ_VERIFY_KEY, SimKiosk, hq_box_key
@@ -358,7 +359,7 @@ def test_forks_and_bogus_links_are_stored_acked_and_flagged(pki: Pki, tmp_path: 
     a gap. HQ stores and acks both (signed evidence; a kiosk must not resend forever) and the
     report marks A compromised; the bogus link is 'unverified' until its predecessor arrives,
     then a fork."""
-    from edge.hq.report import device_report
+    from edge_hq.report import device_report
 
     a = SimKiosk(hq_box_key().public_key)
     chain = [a.record(kpm_id=f"K{i}") for i in range(1, 6)]  # seq 1..5
@@ -384,7 +385,7 @@ def test_forks_and_bogus_links_are_stored_acked_and_flagged(pki: Pki, tmp_path: 
 def test_ingest_without_hq_signing_key_refuses_to_start(tmp_path: Path) -> None:
     """No key, no unsigned acks: the worker stops at start with a message naming the file."""
     from edge.errors import DeviceMissing
-    from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, KeysConfig
+    from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings, KeysConfig
 
     settings = HqSettings(
         broker=BrokerConfig(tls=False),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import ConfigError
-from edge.hq.config import load_hq_config, parse_hq_config
+from edge_hq.config import load_hq_config, parse_hq_config
 
 REPO = Path(__file__).resolve().parents[1]
 

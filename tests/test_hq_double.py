@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 
 from edge.cli import cli, main
-from edge.cli.hq_cmd import hq_group
 from edge.config import FaceConfig
-from edge.hq.captures import Candidate, pick_captures
-from edge.hq.checks import check_message
-from edge.hq.db import Database, open_database
-from edge.hq.keys import load_hq_box, load_hq_signing
-from edge.hq.registry import KeyCache
-from edge.hq.store import Incoming, store_batch
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.records import canonical_json
 from edge.roster import load_bundle_bytes, verify_bundle
 from edge.store import Store
+from edge_hq.captures import Candidate, pick_captures
+from edge_hq.checks import check_message
+from edge_hq.cli import hq_group
+from edge_hq.db import Database, open_database
+from edge_hq.keys import load_hq_box, load_hq_signing
+from edge_hq.registry import KeyCache
+from edge_hq.store import Incoming, store_batch
 from tests.support.faces import OTHER, PERSON, photos
 from tests.support.helpers import write_toml
 from tests.support.hq import SimKiosk, unit_vector
@@ -249,11 +249,11 @@ def test_two_real_kiosks_one_kpm_one_period_end_to_end(
 ) -> None:
     """Two kiosk stacks (own store, own key, real TFLite) each serve KPM-7 from the same
     signed roster: each kiosk alone sees nothing wrong; HQ's report names both records."""
-    from edge.hq.roster_build import KpmRow, build_bundle
+    from bansos_contract.utc import parse as parse_utc
     from edge.infer.images import load_image
     from edge.keys import b64
-    from edge.roster import parse_utc
     from edge.verification import parse_request
+    from edge_hq.roster_build import KpmRow, build_bundle
     from tests.test_eligibility_kiosk import CountingCamera, Kiosk
 
     cfg = _hq(tmp_path, str(tmp_path / "hq.db"), capsys)

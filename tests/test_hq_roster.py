@@ -11,11 +11,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
-from edge.hq.config import BrokerConfig, HqSettings
-from edge.hq.publish import publish_retained, roster_topic
-from edge.hq.roster_build import build_bundle, compute_templates, parse_kpm_csv, photos_for
 from edge.records import canonical_json
 from edge.roster import RosterRefused, load_bundle_bytes, verify_bundle
+from edge_hq.config import BrokerConfig, HqSettings
+from edge_hq.publish import publish_retained, roster_topic
+from edge_hq.roster_build import build_bundle, compute_templates, parse_kpm_csv, photos_for
 from tests.support.faces import FACES, OTHER, PERSON
 from tests.support.helpers import wait_for
 from tests.support.hq import MODEL, unit_vector
@@ -155,9 +155,9 @@ def test_roster_build_command_with_the_real_embedder(
     import json
 
     from edge.cli import cli, main
-    from edge.cli.hq_cmd import hq_group
-    from edge.hq.keys import load_hq_signing
     from edge.infer.manifest import load_manifest
+    from edge_hq.cli import hq_group
+    from edge_hq.keys import load_hq_signing
     from tests.support.helpers import write_toml
 
     if "hq" not in cli.commands:

@@ -11,13 +11,14 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
+from bansos_contract.utc import parse as parse_utc
 from edge.errors import BadInput
-from edge.hq.review import check_reviewer
 from edge.keys import device_id_for
 from edge.records import RecordInvalid, build_record, check_fields
-from edge.roster import parse_bundle, parse_utc
+from edge.roster import parse_bundle
 from edge.ui.officers import OfficerBook, hash_pin, parse_officers, verify_pin
 from edge.verification import BadRequest, parse_request
+from edge_hq.review import check_reviewer
 from tests.roster_fixtures import make_verification
 
 NEWLINE_IDS = ["KPM-0001\n", "officer-7\n"]

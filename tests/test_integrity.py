@@ -18,12 +18,12 @@ import pytest
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
-from edge.hq.roster_build import parse_kpm_csv
 from edge.keys import device_id_for, unb64
 from edge.records import parse_record, record_hash, verify_chain
 from edge.roster import Bundle, RosterEntry, encode_template, parse_bundle
 from edge.store import Store
 from edge.verification import BadRequest, Verifier, parse_request
+from edge_hq.roster_build import parse_kpm_csv
 from tests.conftest import HqKeys, WriteConfig, run_edge
 from tests.roster_fixtures import bundle_body, make_state, signed_bundle, write_json
 from tests.support.faces import OTHER, PERSON, photos
@@ -274,8 +274,8 @@ def test_attempt_limit_in_the_cli_without_a_daemon(
 ) -> None:
     """`edge verify --image` (real models, real store): no face check past ui.max_attempts."""
     from edge.config import FaceConfig
-    from edge.hq.roster_build import KpmRow, build_bundle
     from edge.infer.pipeline import FacePipeline, enroll_template
+    from edge_hq.roster_build import KpmRow, build_bundle
 
     cfg = write_config(ui={"max_attempts": 2})
     assert run_edge("keys", "init", "--config", str(cfg)).returncode == 0

@@ -181,8 +181,8 @@ def test_edge_verify_with_a_still_photo_fails_the_challenge(write_config, hq_key
     import json
     import time
 
-    from edge.hq.roster_build import KpmRow, build_bundle
     from edge.records import canonical_json
+    from edge_hq.roster_build import KpmRow, build_bundle
 
     photo = REPO / "tests" / "data" / "pad" / "image_T1.jpg"
     cfg = str(write_config(liveness={"challenge": "turn", "challenge_s": 3.0}))

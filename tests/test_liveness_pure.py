@@ -7,7 +7,8 @@ import pytest
 
 from edge.infer.liveness import decide_liveness, frames_needed
 from edge.infer.pad import fuse_real, pad_input, resize_bilinear, scaled_box, softmax
-from edge.infer.pad_eval import (
+from edge.infer.pipeline import LivenessPolicy
+from edge_tools.evaluation.pad_eval import (
     FrameScore,
     apcer_at,
     decide_presentations,
@@ -15,7 +16,6 @@ from edge.infer.pad_eval import (
     rates,
     threshold_at_bpcer,
 )
-from edge.infer.pipeline import LivenessPolicy
 
 
 def upstream_box(src_w, src_h, bbox, scale):
@@ -160,7 +160,7 @@ def test_presentations_are_bursts_of_one_sequence(tmp_path):
 
 
 def test_presentation_decisions_use_the_kiosk_rule(tmp_path):
-    from edge.infer.pad_eval import Presentation
+    from edge_tools.evaluation.pad_eval import Presentation
 
     p = [tmp_path / f"f{i}.jpg" for i in range(6)]
     frames = {

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from edge.migrations import MIGRATIONS, Migration, applied, migrate
+from edge import migration_runner as runner
+from edge.migrations import MIGRATIONS, Migration, SqliteLedger, applied, migrate
 from edge.records import verify_chain
 from edge.store import Store, connect
 from tests.roster_fixtures import fill_store
@@ -86,3 +87,52 @@ def test_second_connection_finds_migrations_done(tmp_path: Path) -> None:
     assert b.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
     a.close()
     b.close()
+
+
+def _boom() -> None:
+    raise RuntimeError("step failed")
+
+
+def test_kiosk_policy_keeps_the_steps_done_before_a_failure(tmp_path: Path) -> None:
+    """Each kiosk step is its own transaction: a failure later keeps what ran."""
+    conn = connect(tmp_path / "edge.db")
+
+    def make(c: sqlite3.Connection) -> None:
+        c.execute("CREATE TABLE a (x)")
+
+    with pytest.raises(RuntimeError, match="step failed"):
+        migrate(conn, [("001_a", make), ("002_boom", lambda c: _boom())])
+    assert applied(conn) == ["001_a"]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'a'").fetchone()
+
+
+def test_hq_policy_is_all_or_nothing_with_the_same_runner(tmp_path: Path) -> None:
+    """HQ's policy (one transaction, a lock first) through the kiosk's runner and ledger."""
+    conn = connect(tmp_path / "hq.db")
+    db = SqliteLedger(conn)
+    locked: list[bool] = []
+
+    def make() -> None:
+        conn.execute("CREATE TABLE a (x)")
+
+    steps: list[tuple[str, runner.Step]] = [("001_a", make), ("002_boom", _boom)]
+    with pytest.raises(RuntimeError, match="step failed"):
+        runner.run(db, steps, one_transaction=True, before=lambda: locked.append(True))
+    assert locked == [True]
+    assert applied(conn) == []
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'a'").fetchone() is None
+    assert runner.run(db, steps[:1], one_transaction=True) == ["001_a"]
+    assert runner.run(db, steps[:1], one_transaction=True) == []
+
+
+def test_hq_database_migrates_through_the_shared_runner(tmp_path: Path) -> None:
+    from edge_hq.db import open_database
+    from edge_hq.schema import MIGRATIONS as HQ_MIGRATIONS
+
+    db = open_database(str(tmp_path / "hq.db"))
+    try:
+        assert db.migrations() == [n for n, _ in HQ_MIGRATIONS]
+        assert runner.applied(db) == db.migrations()
+        assert db.migrate() == []
+    finally:
+        db.close()

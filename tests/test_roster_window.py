@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from bansos_contract.utc import parse as parse_utc
 from edge.errors import BadInput
-from edge.roster import RosterRefused, parse_bundle, parse_utc, verify_bundle
+from edge.roster import RosterRefused, parse_bundle, verify_bundle
 from edge.store import Store
 from tests.roster_fixtures import MODEL_SHA, bundle_body, sign_bundle, template
 

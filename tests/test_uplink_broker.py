@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from bansos_contract.topics import Topics
 from edge.housekeeping import Chore, Housekeeping, purge_acked
 from edge.roster_inbox import RosterInbox
 from edge.store import Store
 from edge.uplink import Uplink
-from edge.uplink.topics import Topics
 from tests.hq_sim import HqSim
 from tests.roster_fixtures import MODEL_SHA, OTHER_MODEL_SHA, fill_store, signed_bundle
 from tests.support.helpers import wait_for

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from bansos_contract.acks import MAX_ACK_IDS, AckRefused, parse_acks, sign_ack
+from bansos_contract.topics import Topics, records_filter
 from edge.housekeeping import purge_acked
 from edge.keys import b64, device_id_for
 from edge.records import canonical_json
 from edge.store import OutboxFull, OutboxLimits, Store
 from edge.store.outbox import capacity
 from edge.uplink import status as status_doc
-from edge.uplink.acks import MAX_ACK_IDS, AckRefused, parse_acks, sign_ack
 from edge.uplink.outbox import Outbox, OutboxStats
 from edge.uplink.policy import backoff_cap, backoff_delay, resend_due, window_room
-from edge.uplink.topics import Topics, records_filter
 from tests.roster_fixtures import fill_store, make_verification, record_builder
 from tests.support.mqtt import safe_name
 

@@ -24,11 +24,13 @@ import numpy as np
 import segno
 from PIL import Image
 
+from bansos_contract.utc import iso_s as format_utc
+from bansos_contract.utc import parse as parse_utc
 from edge.config import FaceConfig
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import device_id_for, init_device_key
-from edge.roster import encode_template, format_utc, parse_utc, sign_bundle
+from edge.roster import encode_template, sign_bundle
 from edge.ui.officers import hash_pin
 from tests.conftest import REPO, HqKeys, WriteConfig, run_edge
 from tests.hq_sim import HqSim

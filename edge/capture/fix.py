@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from bansos_contract.utc import iso_ms
 
 MODE_NO_FIX = 1
 MODE_2D = 2
@@ -30,10 +32,7 @@ def parse_gps_time(value: Any) -> float | None:
 
 def format_gps_time(ts: float | None) -> str | None:
     """Unix seconds as gpsd writes them: millisecond ISO 8601 with Z."""
-    if ts is None:
-        return None
-    dt = datetime.fromtimestamp(round(ts, 3), tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return None if ts is None else iso_ms(round(ts, 3))
 
 
 def _finite(value: Any) -> float | None:

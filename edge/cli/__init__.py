@@ -17,13 +17,11 @@ from edge import __version__
 from edge.cli.common import CliState
 from edge.cli.config_cmd import config_group
 from edge.cli.daemon_cmd import run_cmd, status_cmd, verify_cmd
-from edge.cli.demo_cmd import demo_cmd
 from edge.cli.doctor_cmd import doctor_cmd
-from edge.cli.face_cmd import enroll, eval_cmd
+from edge.cli.extras import ExtensibleGroup
+from edge.cli.face_cmd import enroll
 from edge.cli.gps_cmd import gps_cmd
-from edge.cli.hq_cmd import hq_group
 from edge.cli.keys_cmd import keys_group
-from edge.cli.liveness_cmd import liveness_group
 from edge.cli.officer_cmd import officer_group
 from edge.cli.outbox_cmd import outbox_group
 from edge.cli.records_cmd import records_group
@@ -31,7 +29,7 @@ from edge.cli.roster_cmd import roster_group
 from edge.errors import EXIT_BAD_INPUT, EXIT_MISSING, EdgeError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ExtensibleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -58,18 +56,14 @@ cli.add_command(keys_group)
 cli.add_command(records_group)
 cli.add_command(roster_group)
 cli.add_command(officer_group)
-cli.add_command(liveness_group)
 for _command in (
     run_cmd,
     verify_cmd,
     status_cmd,
     doctor_cmd,
-    demo_cmd,
     gps_cmd,
-    eval_cmd,
     enroll,
     outbox_group,
-    hq_group,
 ):
     cli.add_command(_command)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from bansos_contract.utc import iso_ms as utc_iso
 from edge.cli.common import config_option, emit_json, get_config, json_option
 from edge.errors import BadInput
-from edge.records import utc_iso
 from edge.store import Store
 from edge.uplink.outbox import Outbox
 

@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
+from bansos_contract.utc import iso_s as format_utc
 from edge.keys import b64, unb64
 from edge.period import period_key
-from edge.roster import Bundle, RosterEntry, format_utc
+from edge.roster import Bundle, RosterEntry
 from edge.store.db import Db
 
 

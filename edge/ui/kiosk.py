@@ -21,8 +21,9 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from bansos_contract.utc import iso_s as format_utc
 from edge.eligibility import check_eligibility
-from edge.roster import RosterEntry, format_utc
+from edge.roster import RosterEntry
 from edge.ui.guidance import guidance_code
 from edge.ui.host import KioskHost, NotReady
 from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bansos_contract.ids import TEXT_ID as ID_RE
 from edge.errors import BadInput
 
 # \Z, not $: "$" also matches before a final newline ("KPM-0001\n" would pass)
 PIN_RE = re.compile(r"^[0-9]{4,8}\Z")
-ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
+
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 MAX_TRACKED = 1000  # officer ids with wrong-PIN counts kept in memory
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from bansos_contract.wire import encode
 from edge.uplink.outbox import Outbox
-from edge.uplink.wire import encode
 
 FLUSH_EVERY_S = 0.25  # commit PUBACK/ack bookkeeping at most this often ...
 FLUSH_AT_IDS = 1000  # ... unless this many ids are waiting

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edge.records import utc_iso
+from bansos_contract.utc import iso_ms as utc_iso
 from edge.uplink.outbox import OutboxStats
 
 STATUS_VERSION = 1

@@ -6,22 +6,15 @@ so a misconfigured HQ worker stops with one clear line instead of failing mid-ru
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, _build_section
+from edge.typed_toml import ConfigError, build_settings, read_toml, rng
 
 DEFAULT_HQ_CONFIG_PATH = Path("/etc/bansos-edge/hq.toml")
 HQ_CONFIG_ENV = "BANSOS_HQ_CONFIG"
-
-
-def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
-    return {"min": lo, "max": hi}
 
 
 @dataclass(frozen=True)
@@ -34,7 +27,7 @@ class BrokerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = field(default=8883, metadata=_rng(1, 65535))
+    port: int = field(default=8883, metadata=rng(1, 65535))
     tls: bool = True
     ca_file: str = ""
     cert_file: str = ""
@@ -44,9 +37,9 @@ class BrokerConfig:
     roster_key_file: str = ""
     share_group: str = "hq"
     topic_prefix: str = "kiosk"
-    keepalive_s: int = field(default=30, metadata=_rng(5, 3600))
-    session_expiry_s: int = field(default=86400, metadata=_rng(0, 4_294_967_295))
-    connect_timeout_s: float = field(default=10.0, metadata=_rng(0.5, 600.0))
+    keepalive_s: int = field(default=30, metadata=rng(5, 3600))
+    session_expiry_s: int = field(default=86400, metadata=rng(0, 4_294_967_295))
+    connect_timeout_s: float = field(default=10.0, metadata=rng(0.5, 600.0))
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class DatabaseConfig:
     """Where HQ stores records: a SQLite path (default) or a postgresql:// URL."""
 
     url: str = "/var/lib/bansos-hq/hq.db"
-    busy_timeout_ms: int = field(default=30_000, metadata=_rng(0, 600_000))
+    busy_timeout_ms: int = field(default=30_000, metadata=rng(0, 600_000))
 
 
 @dataclass(frozen=True)
@@ -68,9 +61,9 @@ class KeysConfig:
 class IngestConfig:
     """Batching: records commit together, then PUBACKs and HQ acks go out."""
 
-    batch_max: int = field(default=200, metadata=_rng(1, 10_000))
-    batch_wait_s: float = field(default=0.05, metadata=_rng(0.0, 10.0))
-    max_payload_bytes: int = field(default=1_048_576, metadata=_rng(1024, 268_435_456))
+    batch_max: int = field(default=200, metadata=rng(1, 10_000))
+    batch_wait_s: float = field(default=0.05, metadata=rng(0.0, 10.0))
+    max_payload_bytes: int = field(default=1_048_576, metadata=rng(1024, 268_435_456))
 
 
 @dataclass(frozen=True)
@@ -119,16 +112,7 @@ def _cross_checks(cfg: HqSettings) -> None:
 
 def parse_hq_config(data: dict[str, Any], source: str = "<string>") -> HqSettings:
     """Validate an already parsed TOML document into HqSettings."""
-    fields = {f.name for f in dataclasses.fields(HqSettings) if f.name != "source"}
-    hints = typing.get_type_hints(HqSettings)
-    sections: dict[str, Any] = {}
-    for name, raw in data.items():
-        if name not in fields:
-            raise ConfigError(
-                source, f"[{name}]", f"unknown section; expected one of {', '.join(sorted(fields))}"
-            )
-        sections[name] = _build_section(source, name, hints[name], raw)
-    cfg = HqSettings(**sections, source=source)
+    cfg = build_settings(HqSettings, data, source)
     _cross_checks(cfg)
     return cfg
 
@@ -139,18 +123,5 @@ def load_hq_config(path: str | Path | None = None) -> HqSettings:
         env = os.environ.get(HQ_CONFIG_ENV)
         path = Path(env) if env else DEFAULT_HQ_CONFIG_PATH
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found (pass --hq-config PATH)") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, expected a TOML file") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    data = read_toml(path, "pass --hq-config PATH")
     return parse_hq_config(data, str(path))

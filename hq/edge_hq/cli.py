@@ -19,8 +19,8 @@ import click
 
 from edge.cli.common import emit_json, json_option
 from edge.errors import BadInput
-from edge.hq.config import HqSettings, load_hq_config
-from edge.hq.db import Database, open_database
+from edge_hq.config import HqSettings, load_hq_config
+from edge_hq.db import Database, open_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KEY = "hq_config_path"
@@ -71,7 +71,7 @@ def keys_group() -> None:
 @json_option
 def keys_init(force: bool, as_json: bool) -> None:
     """Make both key files (0600); print the public halves for kiosk configs."""
-    from edge.hq.keys import init_hq_keys
+    from edge_hq.keys import init_hq_keys
 
     cfg = settings()
     pub = init_hq_keys(Path(cfg.keys.dir), force=force)
@@ -101,7 +101,7 @@ def device_group() -> None:
 @json_option
 def device_add(device_id: str, pubkey: str, label: str, as_json: bool) -> None:
     """Register kiosk DEVICE_ID with its base64 Ed25519 PUBKEY (`edge keys show`)."""
-    from edge.hq.registry import add_device
+    from edge_hq.registry import add_device
 
     db = database(settings())
     try:
@@ -119,7 +119,7 @@ def device_add(device_id: str, pubkey: str, label: str, as_json: bool) -> None:
 @json_option
 def device_list(as_json: bool) -> None:
     """List registered kiosks."""
-    from edge.hq.registry import list_devices
+    from edge_hq.registry import list_devices
 
     db = database(settings())
     try:
@@ -143,7 +143,7 @@ def _registered_kiosk(cfg: Any, device_id: str) -> None:
     """--device must be a kiosk id (kiosk- + 16 hex) that HQ's registry holds (exit 2)."""
     import re
 
-    from edge.hq.registry import get_device
+    from edge_hq.registry import get_device
 
     if not re.fullmatch(r"kiosk-[0-9a-f]{16}", device_id):
         raise BadInput(
@@ -196,17 +196,17 @@ def roster_build(
     as_json: bool,
 ) -> None:
     """Templates from reference photos with the kiosk's embedder, signed by HQ."""
-    from edge.hq.keys import load_hq_signing
-    from edge.hq.publish import publish_retained, roster_topic
-    from edge.hq.review import check_reviewer
-    from edge.hq.roster_build import (
+    from edge.records import canonical_json
+    from edge_hq.keys import load_hq_signing
+    from edge_hq.publish import publish_retained, roster_topic
+    from edge_hq.review import check_reviewer
+    from edge_hq.roster_build import (
         build_bundle,
         compute_templates,
         new_bundle_id,
         parse_kpm_csv,
         pipeline_enroller,
     )
-    from edge.records import canonical_json
 
     cfg = settings()
     if out is None and not publish:
@@ -242,7 +242,7 @@ def roster_build(
         out.write_bytes(data)
     if publish:
         if device_id == "*":
-            from edge.hq.registry import list_devices
+            from edge_hq.registry import list_devices
 
             db = database(cfg)
             try:
@@ -280,8 +280,8 @@ def roster_build(
 def _window(valid_from: str | None, valid_until: str | None) -> tuple[float, float]:
     import time
 
-    from edge.hq.roster_build import DEFAULT_VALID_DAYS, default_window
-    from edge.roster import parse_utc
+    from bansos_contract.utc import parse as parse_utc
+    from edge_hq.roster_build import DEFAULT_VALID_DAYS, default_window
 
     def parse(option: str, text: str) -> float:
         try:
@@ -300,13 +300,13 @@ def _earlier_captures(
     cfg: HqSettings, rows: Any, model: str, per_kpm: int, actor: str, bundle_id: str
 ) -> dict[str, list[tuple[str, Any]]]:
     """Pick (without unsealing), then audit + unseal the chosen earlier match records."""
-    from edge.hq.captures import (
+    from edge_hq.captures import (
         candidates_for,
         periods_under_review,
         pick_captures,
         unseal_captures,
     )
-    from edge.hq.keys import load_hq_box
+    from edge_hq.keys import load_hq_box
 
     box = load_hq_box(Path(cfg.keys.dir))
     db = database(cfg)
@@ -326,7 +326,7 @@ def _earlier_captures(
 @json_option
 def ingest_cmd(max_seconds: float | None, as_json: bool) -> None:
     """Verify, store and ack kiosk records until SIGTERM/SIGINT."""
-    from edge.hq.ingest import run_ingest
+    from edge_hq.ingest import run_ingest
 
     cfg = settings()
     db = database(cfg)
@@ -362,9 +362,9 @@ def _actor(given: str | None) -> str:
 @json_option
 def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
     """Per device, per period/programme, double collection, and suspects (1:N at FMR 1e-4)."""
-    from edge.hq.keys import load_hq_box
-    from edge.hq.report import build_report
-    from edge.hq.review import check_reviewer
+    from edge_hq.keys import load_hq_box
+    from edge_hq.report import build_report
+    from edge_hq.review import check_reviewer
 
     cfg = settings()
     who = check_reviewer(_actor(actor))
@@ -429,8 +429,8 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
 @json_option
 def review_cmd(record_id: str, reviewer: str, reason: str, out: Path | None, as_json: bool) -> None:
     """Unseal one record's evidence with HQ's key; the look is audited first."""
-    from edge.hq.keys import load_hq_box
-    from edge.hq.review import check_reviewer, review_record
+    from edge_hq.keys import load_hq_box
+    from edge_hq.review import check_reviewer, review_record
 
     cfg = settings()
     check_reviewer(reviewer)

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,21 +20,22 @@ from typing import Any
 import numpy as np
 from nacl.signing import SigningKey
 
+from bansos_contract.ids import TEXT_ID as _ID
+from bansos_contract.utc import iso_ms as utc_iso
+from bansos_contract.utc import iso_s as format_utc
 from edge.errors import BadInput
 from edge.period import period_problem
-from edge.records import PROGRAMMES, utc_iso
+from edge.records import PROGRAMMES
 from edge.roster import (
     BUNDLE_VERSION,
     CAPTURE_PREFIX,
     MAX_TEMPLATES,
     REGISTRY,
     encode_template,
-    format_utc,
     parse_bundle,
     sign_bundle,
 )
 
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PHOTOS = 8
 DEFAULT_VALID_DAYS = 35.0  # a monthly period plus a few days' grace

@@ -21,15 +21,17 @@ import numpy as np
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+import edge
+from bansos_contract import utc
 from edge.api import request_json
 from edge.config import load_config
-from edge.demo.pki import DemoCA
-from edge.demo.services import DemoBroker, DemoGps, free_port
 from edge.keys import b64, device_id_for, init_device_key
 from edge.records import verify_chain
 from edge.roster import encode_template, sign_bundle
+from edge_tools.demo.pki import DemoCA
+from edge_tools.demo.services import DemoBroker, DemoGps, free_port
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(edge.__file__).resolve().parent / "samples"  # the kiosk's bundled samples
 HQ_USER = "hq.demo"
 PERIOD = time.strftime("%Y-%m", time.gmtime())  # the month being served
 VILLAGE = {"type": "point", "lat": -7.7157, "lon": 110.3648, "radius_m": 1000}
@@ -108,10 +110,10 @@ class Demo:
         return gps, mqtt, None
 
     def _start_hq(self, ca: DemoCA, port: int, device_id: str, verify_key: Any) -> Any:
-        from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings
-        from edge.hq.db import open_database
-        from edge.hq.ingest import IngestWorker
-        from edge.hq.registry import add_device
+        from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings
+        from edge_hq.db import open_database
+        from edge_hq.ingest import IngestWorker
+        from edge_hq.registry import add_device
 
         cert = ca.issue(HQ_USER)
         settings = HqSettings(
@@ -139,7 +141,7 @@ class Demo:
         body = {
             "v": 1,
             "bundle_id": "demo-" + time.strftime("%Y%m%d%H%M%S"),
-            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "issued_at": utc.iso_s(time.time()),
             # no validity window (allowed): the kiosk's clock comes from the bundled GPS
             # track, whose date is fixed, so any window would one day exclude it
             "model": model_sha,
@@ -265,10 +267,7 @@ class Demo:
 
     @staticmethod
     def _acked(daemon: Any) -> int:
-        row = daemon.store.conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'acked'"
-        ).fetchone()
-        return int(row[0])
+        return int(daemon.store.outbox.counts_by_state().get("acked", 0))
 
     @staticmethod
     def _wait(cond: Callable[[], bool], timeout: float) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from nacl.public import PrivateKey
 
-from edge.hq.checks import (
+from edge.records import open_evidence
+from edge_hq.checks import (
     BAD_SIGNATURE,
     UNKNOWN_DEVICE,
     Link,
@@ -22,17 +23,16 @@ from edge.hq.checks import (
     double_collections,
     summarise_chain,
 )
-from edge.hq.db import Database
-from edge.hq.heads import heads_by_device, missing_tail
-from edge.hq.store import audit
-from edge.hq.suspects import (
+from edge_hq.db import Database
+from edge_hq.heads import heads_by_device, missing_tail
+from edge_hq.store import audit
+from edge_hq.suspects import (
     FMR_1E4_THRESHOLD,
     SUSPECT_FMR_TARGET,
     SUSPECT_THRESHOLD_FMR,
     Face,
     find_suspects,
 )
-from edge.records import open_evidence
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")

@@ -18,23 +18,21 @@ from typing import Any
 
 from nacl.signing import VerifyKey
 
-from edge.hq.db import Database
+from bansos_contract import topics
 from edge.records import RecordInvalid, canonical_json, check_head
+from edge_hq.db import Database
 
 log = logging.getLogger(__name__)
 MAX_STATUS_BYTES = 64 * 1024
 
 
 def status_subscription(share_group: str, prefix: str) -> str:
-    return f"$share/{share_group}/{prefix}/+/status"
+    return topics.shared_filter(share_group, prefix, topics.STATUS)
 
 
 def status_device(topic: str, prefix: str) -> str | None:
     """The <id> of `<prefix>/<id>/status`, or None for any other topic."""
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == prefix and parts[2] == "status" and parts[1]:
-        return parts[1]
-    return None
+    return topics.device_of(topic, prefix, topics.STATUS)
 
 
 def head_from_status(payload: bytes) -> Any:

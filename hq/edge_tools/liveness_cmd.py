@@ -1,4 +1,8 @@
-"""`edge liveness eval`: presentation-attack detection figures (ISO/IEC 30107-3) on photos."""
+"""`edge liveness eval`: presentation-attack detection figures (ISO/IEC 30107-3) on photos.
+
+An evaluation tool, not a kiosk command: it ships in bansos-edge-hq (entry point group
+`bansos_edge.commands`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 import click
 
 from edge.cli.common import config_option, emit_json, json_option
-from edge.cli.face_cmd import _runtime_option, effective_config
+from edge.cli.face_cmd import effective_config, runtime_option
 
 
 @click.group("liveness")
@@ -62,7 +66,7 @@ def _folders(value: str | None) -> tuple[str, ...]:
     help="Also report the threshold that keeps BPCER at or below this (calibration).",
 )
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
-@_runtime_option
+@runtime_option
 @json_option
 def eval_cmd(
     bona_dir: Path,
@@ -76,8 +80,8 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """APCER, BPCER, BPCER100/BPCER20 and failure to acquire, per presentation and per frame."""
-    from edge.infer import pad_eval as pe
     from edge.infer.pipeline import FacePipeline, LivenessPolicy
+    from edge_tools.evaluation import pad_eval as pe
 
     cfg = effective_config()
     face = cfg.face if runtime is None else replace(cfg.face, runtime=runtime)
@@ -103,7 +107,7 @@ def eval_cmd(
     if wanted:
         rep["folders"] = list(wanted)
     if plot_path is not None:
-        from edge.infer.det_plot import plot_det
+        from edge_tools.evaluation.det_plot import plot_det
 
         curves = {}
         for label, (b, a) in (("per presentation", pres), ("per frame", per_frame)):

@@ -8,16 +8,17 @@ then acknowledge it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge import migration_runner
 from edge.errors import BadInput, DeviceMissing
-from edge.hq.schema import MIGRATIONS, render
+from edge_hq.schema import MIGRATIONS, render
 
 log = logging.getLogger(__name__)
 _MIGRATION_LOCK = 0x6271_6871  # advisory lock id on PostgreSQL ("bqhq")
@@ -75,9 +76,7 @@ class Database:
         try:
             import psycopg
         except ImportError:
-            raise DeviceMissing(
-                "psycopg is not installed (pip install 'bansos-edge[hq]')"
-            ) from None
+            raise DeviceMissing("psycopg is not installed (pip install bansos-edge-hq)") from None
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -140,23 +139,15 @@ class Database:
         applied: list[str] = []
         if self._all_applied():
             return applied
-        create = "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at {real} NOT NULL)"
+        steps = [(name, functools.partial(self._apply, sql)) for name, sql in MIGRATIONS]
         try:
-            with self.tx():
-                if self.dialect == "postgres":
-                    self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-                self.execute(render(create, self.dialect))
-                done = {r[0] for r in self.rows("SELECT name FROM _migrations")}
-                for name, statements in MIGRATIONS:
-                    if name in done:
-                        continue
-                    for sql in statements:
-                        self.execute(render(sql, self.dialect))
-                    self.execute(
-                        "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                        (name, time.time()),
-                    )
-                    applied.append(name)
+            applied = migration_runner.run(
+                self,
+                steps,
+                one_transaction=True,
+                before=self._lock_migrations if self.dialect == "postgres" else None,
+                real_type=render("{real}", self.dialect),
+            )
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise DeviceMissing(f"{self.url}: database is locked by another process") from None
@@ -166,6 +157,13 @@ class Database:
         if applied:
             log.info("HQ database %s: applied %s", redact(self.url), ", ".join(applied))
         return applied
+
+    def _apply(self, statements: list[str]) -> None:
+        for sql in statements:
+            self.execute(render(sql, self.dialect))
+
+    def _lock_migrations(self) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
     def _all_applied(self) -> bool:
         """Read-only check first, so an up-to-date database needs no write lock to open."""
@@ -181,7 +179,7 @@ class Database:
         return all(name in done for name, _ in MIGRATIONS)
 
     def migrations(self) -> list[str]:
-        return [r[0] for r in self.rows("SELECT name FROM _migrations ORDER BY name")]
+        return migration_runner.applied(self)
 
 
 def open_database(url: str, busy_timeout_ms: int = 30_000) -> Database:

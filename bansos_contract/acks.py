@@ -13,20 +13,18 @@ shape is refused whole, with a reason that never echoes the payload.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from edge.keys import b64, unb64
-from edge.records import canonical_json
+from bansos_contract.canonical import b64, canonical_json, unb64
+from bansos_contract.ids import UUID
 
 ACK_VERSION = 1
 ACK_TYPE = "ack"
 MAX_ACK_BYTES = 512 * 1024
 MAX_ACK_IDS = 5000
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _KEYS = {"v", "type", "device_id", "ids", "sig"}
 
 
@@ -76,7 +74,7 @@ def parse_acks(payload: bytes, device_id: str, hq_key: VerifyKey | None) -> list
         raise AckRefused(f"ack lists {len(ids)} ids, more than {MAX_ACK_IDS}")
     seen: dict[str, None] = {}
     for i, rid in enumerate(ids):
-        if not isinstance(rid, str) or not _UUID.match(rid):
+        if not isinstance(rid, str) or not UUID.match(rid):
             raise AckRefused(f"ack ids[{i}] is not a lowercase UUID")
         seen[rid] = None
     return list(seen)

@@ -25,17 +25,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bansos_contract import topics
+from bansos_contract.acks import sign_ack
+from bansos_contract.wire import WireError, WireTooLarge, decode
 from edge.errors import DeviceMissing
-from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
-from edge.hq.config import HqSettings
-from edge.hq.db import Database
-from edge.hq.heads import handle_status, status_device, status_subscription
-from edge.hq.keys import load_hq_signing
-from edge.hq.mqtt_tls import apply_tls
-from edge.hq.registry import KeyCache
-from edge.hq.store import BatchResult, Incoming, store_batch
-from edge.uplink.acks import sign_ack
-from edge.uplink.wire import WireError, WireTooLarge, decode
+from edge_hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
+from edge_hq.config import HqSettings
+from edge_hq.db import Database
+from edge_hq.heads import handle_status, status_device, status_subscription
+from edge_hq.keys import load_hq_signing
+from edge_hq.mqtt_tls import apply_tls
+from edge_hq.registry import KeyCache
+from edge_hq.store import BatchResult, Incoming, store_batch
 
 log = logging.getLogger(__name__)
 ACK_CHUNK = 100  # ids per ack message, well under the kiosk's ack size bound
@@ -43,19 +44,16 @@ ACK_CHUNK = 100  # ids per ack message, well under the kiosk's ack size bound
 
 def records_subscription(settings: HqSettings) -> str:
     b = settings.broker
-    return f"$share/{b.share_group}/{b.topic_prefix}/+/records"
+    return topics.shared_filter(b.share_group, b.topic_prefix, topics.RECORDS)
 
 
 def topic_device(topic: str, prefix: str) -> str | None:
     """The <id> of `<prefix>/<id>/records`, or None for any other topic."""
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == prefix and parts[2] == "records" and parts[1]:
-        return parts[1]
-    return None
+    return topics.device_of(topic, prefix, topics.RECORDS)
 
 
 def ack_payloads(device_id: str, ids: list[str], key: SigningKey) -> list[bytes]:
-    """Signed acks for `device_id` (edge.uplink.acks) of at most ACK_CHUNK ids each."""
+    """Signed acks for `device_id` (bansos_contract.acks) of at most ACK_CHUNK ids each."""
     return [sign_ack(device_id, ids[i : i + ACK_CHUNK], key) for i in range(0, len(ids), ACK_CHUNK)]
 
 
@@ -120,7 +118,7 @@ class IngestWorker:
             return
         self._generation += 1
         client.subscribe(records_subscription(self.settings), options=SubscribeOptions(qos=1))
-        b = self.settings.broker  # signed heads in the kiosks' status (edge/hq/heads.py)
+        b = self.settings.broker  # signed heads in the kiosks' status (hq/edge_hq/heads.py)
         client.subscribe(
             status_subscription(b.share_group, b.topic_prefix), options=SubscribeOptions(qos=1)
         )
@@ -213,7 +211,7 @@ class IngestWorker:
             verdict: Any = Rejected(MALFORMED, f"unexpected topic {msg.topic[:200]!r}")
         else:
             try:
-                # Compressed on the wire (edge.uplink.wire): checked and stored as the JSON.
+                # Compressed on the wire (bansos_contract.wire): checked and stored as the JSON.
                 payload = decode(payload, self.settings.ingest.max_payload_bytes)
             except WireError as exc:
                 why = TOO_LARGE if isinstance(exc, WireTooLarge) else MALFORMED
@@ -308,7 +306,7 @@ class IngestWorker:
                 self.on_batch(result)
 
     def _heads(self, raw: list[tuple[int, mqtt.MQTTMessage]]) -> list[tuple[int, mqtt.MQTTMessage]]:
-        """Status messages go to edge.hq.heads (and are PUBACKed); records go on."""
+        """Status messages go to edge_hq.heads (and are PUBACKed); records go on."""
         prefix = self.settings.broker.topic_prefix
         rest = []
         for gen, m in raw:
@@ -328,7 +326,7 @@ class IngestWorker:
         assert self.signing_key is not None  # set in start()
         for device, ids in by_device.items():
             for payload in ack_payloads(device, ids, self.signing_key):
-                self.client.publish(f"{prefix}/{device}/acks", payload, qos=1)
+                self.client.publish(topics.topic(prefix, device, topics.ACKS), payload, qos=1)
                 self.stats.acks_published += 1
 
 

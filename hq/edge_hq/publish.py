@@ -7,13 +7,14 @@ import threading
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bansos_contract import topics
 from edge.errors import DeviceMissing
-from edge.hq.config import HqSettings
-from edge.hq.mqtt_tls import apply_tls
+from edge_hq.config import HqSettings
+from edge_hq.mqtt_tls import apply_tls
 
 
 def roster_topic(settings: HqSettings, device_id: str) -> str:
-    return f"{settings.broker.topic_prefix}/{device_id}/roster"
+    return topics.topic(settings.broker.topic_prefix, device_id, topics.ROSTER)
 
 
 def publish_retained(settings: HqSettings, topic: str, payload: bytes) -> None:
