@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from nacl.signing import VerifyKey
 
+import edge.uplink.status as status_doc
 from bansos_contract.acks import AckRefused, parse_acks
 from bansos_contract.topics import Topics
 from edge.config import MqttConfig, OutboxConfig
 from edge.store import Store
-from edge.uplink import status as status_doc
 from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
 from edge.uplink.outbox import Outbox
 from edge.uplink.policy import backoff_delay
