@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from edge.config import FaceConfig
 from edge.infer.align import TEMPLATE, align_face, similarity_transform, warp_affine
 from edge.infer.images import load_image
+from edge.infer.pipeline import FacePipeline
 from tests.support.faces import PERSON, all_photos, face, pipeline
 
 
@@ -20,6 +22,19 @@ def test_the_detector_takes_the_kiosks_4_3_frame_with_little_padding():
     ih, iw = det.input_hw
     assert iw == 320 and ih < 320  # not the padded square any more
     assert det.rgb  # channels reversed at conversion: no per-frame flip
+
+
+def test_the_detector_runs_at_the_frames_aspect_loading_the_square_file_only_when_needed():
+    p = FacePipeline.from_config(FaceConfig(runtime="litert", threads=1))
+    det = p.detector
+    assert (320, 320) in det._loaders and (320, 320) not in det._inputs
+    det.detect(np.zeros((480, 640, 3), np.uint8))  # a kiosk frame: the 4:3 file
+    assert list(det._inputs) == [det.input_hw]  # the square file is still not loaded
+    faces = det.detect(face(PERSON))  # a square photo: the square file, loaded now
+    assert (320, 320) in det._inputs
+    assert faces and faces[0].score > 0.8
+    sq = det._inputs[(320, 320)]
+    assert sq.filled == (320, 320)  # the square photo filled the square canvas
 
 
 def test_a_640x480_frame_is_reduced_by_an_exact_box_average():

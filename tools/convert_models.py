@@ -63,6 +63,9 @@ SOURCES: dict[str, dict[str, str]] = {
 # 240 itself cannot be built (its FPN's upsampled 8 rows meet 7.5). Other aspects are
 # letterboxed into it.
 DET_HW = (256, 320)
+# ...and a square one for square photos (enrolment, the dev set), loaded only when such a
+# frame comes: "the detector at the frame's aspect"
+DET_SQUARE = (320, 320)
 # Which runtime auto prefers, fastest first, by measurement (MODEL_CARD.md): LiteRT with
 # the current converter's file; tflite-runtime 2.14 (the Pi OS package) when it is alone.
 RUNTIME_ORDER = {"default": ["litert", "tflite_runtime"]}
@@ -333,6 +336,16 @@ def main() -> int:
             to_tflite(sm, dst, mode)
             variants[mode] = _entry(dst)
             print(f"{role} {mode}: {dst} {dst.stat().st_size / 1e6:.2f} MB", flush=True)
+        if role == "detector":  # the square variant, from its own SavedModel
+            square_onnx = work / "detector_square_fp32.onnx"
+            dequantize_model(onnx_files[role], square_onnx, DET_SQUARE, rgb=True)
+            square_sm = work / "detector_square_saved_model"
+            shutil.rmtree(square_sm, ignore_errors=True)
+            onnx_to_saved_model(square_onnx, square_sm)
+            dst = args.out / "yunet_2023mar_320x320_rgb.tflite"
+            to_tflite(square_sm, dst, "fp32")
+            variants["square"] = _entry(dst, inputs=io_spec(dst)["inputs"])
+            print(f"{role} square: {dst}", flush=True)
         if role == "embedder" and args.compare and args.litert_python is not None:
             litert = [("litert_dynamic", "dynamic", "sface_2021dec_int8dr_litert.tflite")]
             if args.calibration is not None:

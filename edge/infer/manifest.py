@@ -31,6 +31,8 @@ class ModelEntry:
     outputs: dict[str, list[int]] = field(default_factory=dict)
     variants: dict[str, Path] = field(default_factory=dict)
     variant_sha256: dict[str, str] = field(default_factory=dict)
+    # a variant's own input shapes where it lists them (the detector's square file)
+    variant_inputs: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     # role-specific settings (a PAD model's crop scale, input size, "real" class index)
     extra: dict[str, Any] = field(default_factory=dict)
     # runtime -> variant whose file that runtime loads instead of the main one (e.g. the
@@ -97,6 +99,11 @@ def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
         outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         variants={k: directory / str(v["file"]) for k, v in variants.items()},
         variant_sha256={k: str(v["sha256"]).lower() for k, v in variants.items()},
+        variant_inputs={
+            k: {n: list(s) for n, s in v["inputs"].items()}
+            for k, v in variants.items()
+            if isinstance(v.get("inputs"), dict)
+        },
         extra={k: raw[k] for k in _EXTRA_KEYS if k in raw},
         runtime_files={str(k): str(v) for k, v in runtime_files.items()},
     )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,10 @@ class FacePipeline:
             policy = LivenessPolicy.from_config(liveness_cfg)
         return cls(
             FaceDetector(
-                det, face_cfg.detector_score, manifest.detector.extra.get("channel_order", "BGR")
+                det,
+                face_cfg.detector_score,
+                manifest.detector.extra.get("channel_order", "BGR"),
+                _detector_shapes(manifest, runtime, face_cfg.threads),
             ),
             FaceEmbedder(emb),
             limits,
@@ -308,6 +312,22 @@ def not_judged_reason(results: Sequence[FaceResult], lv: LivenessRule) -> str:
     kind = kinds.most_common(1)[0][0]
     example = next(r for r in reasons if r.startswith(kind))
     return f"{head}; {example}"
+
+
+def _detector_shapes(
+    manifest: Manifest, runtime: str, threads: int
+) -> dict[tuple[int, int], Callable[[], TFLiteModel]]:
+    """The detector's other input shapes (variants that list their inputs), each loaded
+    on first use: a kiosk seeing only 4:3 frames never loads the square one."""
+    entry = manifest.detector
+    shapes: dict[tuple[int, int], Callable[[], TFLiteModel]] = {}
+    for name, inputs in entry.variant_inputs.items():
+        shape = next(iter(inputs.values()), [])
+        if len(shape) != 4:
+            continue
+        path, sha = entry.variants[name], entry.variant_sha256[name]
+        shapes[(int(shape[1]), int(shape[2]))] = partial(TFLiteModel, path, sha, runtime, threads)
+    return shapes
 
 
 def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:
