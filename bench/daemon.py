@@ -6,7 +6,10 @@ verification through the local API against the same burst decided by the pipelin
 called directly in this process, as a ratio (the API's overhead: HTTP, roster lookup,
 geotag, signing, commit); and the cost of presentation-attack detection: the same burst
 with PAD against without it, alternating in this process. MQTT and gpsd are off so only
-the daemon is measured.
+the daemon is measured. Before the daemon process starts, the same verification runs in
+this process through a real Daemon, stage by stage (bench/budget.py): capture, detect,
+align, quality, PAD gates, PAD, embed, evidence, sign+commit, other. The frame is the
+sample photo cut to the kiosk's 4:3 and sized 640x480, as the camera delivers.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from nacl.signing import SigningKey
+from PIL import Image
 
+from bench.budget import STAGES, stage_budget
 from edge.api import request_json
-from edge.config import FaceConfig, LivenessConfig
+from edge.config import FaceConfig, LivenessConfig, load_config
+from edge.daemon import Daemon
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import b64, init_device_key
@@ -48,6 +55,16 @@ def _vm(pid: int, key: str) -> int:
     return 0
 
 
+def kiosk_frame(src: Path, dst: Path) -> Path:
+    """The sample photo as a 640x480 camera frame: centre cut to 4:3, resized."""
+    img = Image.open(src).convert("RGB")
+    w, h = img.size
+    ch = min(h, w * 3 // 4)
+    top = (h - ch) // 2
+    img.crop((0, top, w, top + ch)).resize((640, 480), Image.Resampling.BILINEAR).save(dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=20, help="verifications per side")
@@ -56,9 +73,11 @@ def main() -> None:
     state = tmp / "state"
     init_device_key(state / "device.key")
     hq = SigningKey.generate()
+    frame_path = kiosk_frame(FACE, tmp / "frame.png")
     pipeline = FacePipeline.from_config(FaceConfig(burst_frames=3), liveness_cfg=LivenessConfig())
     no_pad = FacePipeline.from_config(FaceConfig(burst_frames=3))
     template = enroll_template(pipeline, [FACE])
+    budget_ids = [f"KPM-1{i:04d}" for i in range(args.n)]
     entries = [
         {
             "kpm_id": f"KPM-{i:05d}",
@@ -68,6 +87,15 @@ def main() -> None:
             "place": None,
         }
         for i in range(args.n)
+    ] + [
+        {
+            "kpm_id": kpm,
+            "programme": "sembako",
+            "period": "2026-11",
+            "templates": [encode_template(template)],
+            "place": None,
+        }
+        for kpm in budget_ids
     ]
     bundle = {
         "v": 1,
@@ -82,13 +110,23 @@ def main() -> None:
     cfg = tmp / "edge.toml"
     cfg.write_text(
         f'[device]\nstate_dir = "{state}"\n[hq]\nsigning_public_key = "{b64(bytes(hq.verify_key))}"\n'
-        f'[camera]\nbackend = "replay"\nreplay_path = "{FACE}"\n[face]\nburst_frames = 3\n'
+        f'[camera]\nbackend = "replay"\nreplay_path = "{frame_path}"\n[face]\nburst_frames = 3\n'
         f'[gps]\nenabled = false\n[mqtt]\nenabled = false\n[api]\nlisten = "{listen}"\n'
     )
     edge = [sys.executable, "-m", "edge"]
     subprocess.run(
         [*edge, "roster", "import", "--config", str(cfg), str(tmp / "roster.json")], check=True
     )
+    # its own port: the daemon process must not meet this one's socket
+    own = tmp / "edge-in-process.toml"
+    own.write_text(cfg.read_text().replace(listen, f"127.0.0.1:{_free_port()}"))
+    in_process = Daemon(load_config(own))
+    in_process.start()
+    try:
+        budget = stage_budget(in_process, budget_ids)
+    finally:
+        in_process.signals.stop.set()  # ends its camera probe before the camera closes
+        in_process.stop()
     sock_path = tmp / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -104,7 +142,7 @@ def main() -> None:
             pass
         ready_s = time.perf_counter() - t0
         rss_ready = _vm(proc.pid, "VmRSS")
-        frame = load_image(FACE)
+        frame = load_image(frame_path)
         frames = [frame] * 3
         refs = [template]
         pipeline.verify_burst(frames, refs)  # warm-up
@@ -144,6 +182,15 @@ def main() -> None:
     print(f"ratio with / without PAD{d / w:8.2f}")
     print(f"through the API, burst3 {a * 1000:8.1f} ms (median of {args.n}, signed + committed)")
     print(f"ratio API / direct      {a / d:8.2f}")
+    ms = budget["ms"]
+    print(
+        f"stage budget, one verification in-process (median of {args.n}, burst of 3,"
+        f" decisions {budget['decisions']}):"
+    )
+    for k in (*STAGES, "other"):
+        print(f"  {k:12} {ms[k]:8.2f} ms  {ms[k] / ms['total']:6.1%}")
+    print(f"  {'total':12} {ms['total']:8.2f} ms")
+    print(f"frame {np.asarray(frame).shape[1]}x{np.asarray(frame).shape[0]}")
 
 
 if __name__ == "__main__":

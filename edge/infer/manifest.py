@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,20 @@ class ModelEntry:
     outputs: dict[str, list[int]] = field(default_factory=dict)
     variants: dict[str, Path] = field(default_factory=dict)
     variant_sha256: dict[str, str] = field(default_factory=dict)
+    # a variant's own input shapes where it lists them (the detector's square file)
+    variant_inputs: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     # role-specific settings (a PAD model's crop scale, input size, "real" class index)
     extra: dict[str, Any] = field(default_factory=dict)
+    # runtime -> variant whose file that runtime loads instead of the main one (e.g. the
+    # LiteRT embedder written by a current converter, which tflite-runtime 2.14 cannot load)
+    runtime_files: dict[str, str] = field(default_factory=dict)
+
+    def file_for(self, runtime: str) -> tuple[Path, str]:
+        """The file (and its sha256) this runtime loads for this role."""
+        variant = self.runtime_files.get(runtime)
+        if variant is None:
+            return self.path, self.sha256
+        return self.variants[variant], self.variant_sha256[variant]
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,13 @@ class Manifest:
     detector: ModelEntry
     embedder: ModelEntry
     pad: tuple[ModelEntry, ...] = ()
+    # platform.machine() (or "default") -> runtimes, fastest first, for `auto`
+    runtime_order: dict[str, list[str]] = field(default_factory=dict)
+
+    def runtimes_for(self, machine: str | None = None) -> tuple[str, ...]:
+        """The order `auto` tries runtimes in on this machine (empty: the built-in order)."""
+        key = machine or platform.machine()
+        return tuple(self.runtime_order.get(key) or self.runtime_order.get("default") or ())
 
     def all_entries(self) -> tuple[ModelEntry, ...]:
         return (self.detector, self.embedder, *self.pad)
@@ -65,6 +85,11 @@ def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
     if Path(file_name).name != file_name:
         raise ModelError(f"{where}: models.{role}.file: must be a plain file name")
     variants = raw.get("variants") or {}
+    runtime_files = raw.get("runtime_files") or {}
+    if not isinstance(runtime_files, dict) or any(
+        not isinstance(v, str) or v not in variants for v in runtime_files.values()
+    ):
+        raise ModelError(f"{where}: models.{role}.runtime_files: must name listed variants")
     return ModelEntry(
         role=role,
         path=directory / file_name,
@@ -74,7 +99,13 @@ def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
         outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         variants={k: directory / str(v["file"]) for k, v in variants.items()},
         variant_sha256={k: str(v["sha256"]).lower() for k, v in variants.items()},
+        variant_inputs={
+            k: {n: list(s) for n, s in v["inputs"].items()}
+            for k, v in variants.items()
+            if isinstance(v.get("inputs"), dict)
+        },
         extra={k: raw[k] for k in _EXTRA_KEYS if k in raw},
+        runtime_files={str(k): str(v) for k, v in runtime_files.items()},
     )
 
 
@@ -116,13 +147,22 @@ def load_manifest(models_dir: str | Path = "") -> Manifest:
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         raise ModelError(f"{where}: no 'models' object")
+    order = data.get("runtime_order") or {}
+    if not isinstance(order, dict) or not all(
+        isinstance(v, list) and all(isinstance(r, str) for r in v) for v in order.values()
+    ):
+        raise ModelError(f"{where}: runtime_order: expected {{machine: [runtime, ...]}}")
+    detector = _entry(directory, "detector", models.get("detector"), where)
+    if detector.extra.get("channel_order", "BGR") not in ("BGR", "RGB"):
+        raise ModelError(f"{where}: models.detector.channel_order: expected BGR or RGB")
     return Manifest(
         directory=directory,
-        detector=_entry(directory, "detector", models.get("detector"), where),
+        detector=detector,
         embedder=_entry(directory, "embedder", models.get("embedder"), where),
         pad=tuple(
             _pad_entry(directory, role, models[role], where) for role in PAD_ROLES if role in models
         ),
+        runtime_order={str(k): list(v) for k, v in order.items()},
     )
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
 from edge.infer.pad import LivenessModel
 from edge.infer.pad_gates import PadLimits, PadQuality, measure_pad, pad_gate
 from edge.infer.quality import Quality, QualityLimits, gate, measure, pose_from_landmarks
-from edge.infer.runtime import TFLiteModel
+from edge.infer.runtime import TFLiteModel, resolve_runtime
 from edge.infer.yunet import Detection, pick_subject
 
 log = logging.getLogger(__name__)
@@ -133,15 +134,24 @@ class FacePipeline:
         """Load the models (sha256 checked) with the configured runtime and threads.
 
         embedder_variant picks another embedder listed in the manifest (e.g. "fp32",
-        for the float-vs-quantised comparison); None is the shipped one. With an
-        enabled liveness_cfg the PAD models are loaded too (ModelError if missing).
+        for the float-vs-quantised comparison); None is the shipped one, in the file the
+        manifest gives the runtime (`runtime_files`), known by the main file's sha256
+        (the roster's and records' model id: the files are the same weights, cosine
+        >= 0.999, MODEL_CARD.md). `auto` resolves once, by the manifest's runtime order,
+        and every model uses that runtime. With an enabled liveness_cfg the PAD models
+        are loaded too (ModelError if missing).
         """
         manifest = load_manifest(face_cfg.models_dir)
-        det = TFLiteModel(
-            manifest.detector.path, manifest.detector.sha256, face_cfg.runtime, face_cfg.threads
-        )
-        path, sha = _embedder_file(manifest, embedder_variant)
-        emb = TFLiteModel(path, sha, face_cfg.runtime, face_cfg.threads)
+        runtime = resolve_runtime(face_cfg.runtime, manifest.runtimes_for())
+        det_path, det_sha = manifest.detector.file_for(runtime)
+        det = TFLiteModel(det_path, det_sha, runtime, face_cfg.threads)
+        if embedder_variant is None:
+            path, file_sha = manifest.embedder.file_for(runtime)
+            sha = manifest.embedder.sha256
+        else:
+            path, sha = _embedder_file(manifest, embedder_variant)
+            file_sha = sha
+        emb = TFLiteModel(path, file_sha, runtime, face_cfg.threads)
         limits = QualityLimits(
             min_face_px=face_cfg.min_face_px,
             min_sharpness=face_cfg.min_sharpness,
@@ -153,10 +163,15 @@ class FacePipeline:
         liveness = None
         policy = None
         if liveness_cfg is not None and liveness_cfg.enabled:
-            liveness = LivenessModel.load(manifest, face_cfg.runtime, 1)
+            liveness = LivenessModel.load(manifest, runtime, 1)
             policy = LivenessPolicy.from_config(liveness_cfg)
         return cls(
-            FaceDetector(det, face_cfg.detector_score),
+            FaceDetector(
+                det,
+                face_cfg.detector_score,
+                manifest.detector.extra.get("channel_order", "BGR"),
+                _detector_shapes(manifest, runtime, face_cfg.threads),
+            ),
             FaceEmbedder(emb),
             limits,
             face_cfg.threshold,
@@ -275,6 +290,7 @@ class FacePipeline:
         return {
             "runtime": self.runtime,
             "embedder_sha256": self.embedder_sha256,
+            "embedder_file": self.embedder.model.path.name,
             "threshold": self.threshold,
             "liveness": None
             if self.liveness is None
@@ -296,6 +312,22 @@ def not_judged_reason(results: Sequence[FaceResult], lv: LivenessRule) -> str:
     kind = kinds.most_common(1)[0][0]
     example = next(r for r in reasons if r.startswith(kind))
     return f"{head}; {example}"
+
+
+def _detector_shapes(
+    manifest: Manifest, runtime: str, threads: int
+) -> dict[tuple[int, int], Callable[[], TFLiteModel]]:
+    """The detector's other input shapes (variants that list their inputs), each loaded
+    on first use: a kiosk seeing only 4:3 frames never loads the square one."""
+    entry = manifest.detector
+    shapes: dict[tuple[int, int], Callable[[], TFLiteModel]] = {}
+    for name, inputs in entry.variant_inputs.items():
+        shape = next(iter(inputs.values()), [])
+        if len(shape) != 4:
+            continue
+        path, sha = entry.variants[name], entry.variant_sha256[name]
+        shapes[(int(shape[1]), int(shape[2]))] = partial(TFLiteModel, path, sha, runtime, threads)
+    return shapes
 
 
 def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:

@@ -1,7 +1,8 @@
 """Load a .tflite model through tflite_runtime or LiteRT, after its sha256 check.
 
-tflite_runtime (2.14, the Pi's package) is preferred where installed; LiteRT's
-ai_edge_litert otherwise. EDGE_TFLITE_RUNTIME=tflite_runtime|litert overrides `auto`.
+`auto` takes the first installed runtime of the models manifest's `runtime_order` (the
+fastest measured, MODEL_CARD.md); without one, tflite_runtime (2.14, the Pi OS package)
+before LiteRT's ai_edge_litert. EDGE_TFLITE_RUNTIME=tflite_runtime|litert overrides `auto`.
 The bytes that were hashed are the bytes that are loaded (model_content), so a file
 swapped between check and load cannot slip through.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +32,16 @@ def _import(name: str) -> Any:
         raise ModelError(f"TFLite runtime {name!r} is not installed ({exc})") from None
 
 
-def resolve_runtime(runtime: str = "auto") -> str:
-    """Which runtime `runtime` means here: explicit, env override, or the first installed."""
+def resolve_runtime(runtime: str = "auto", order: Sequence[str] = ()) -> str:
+    """Which runtime `runtime` means here: explicit, env override, or the first installed
+    in `order` (the manifest's, fastest first), then in the built-in order."""
     if runtime == "auto":
         runtime = os.environ.get(ENV_RUNTIME, "auto") or "auto"
     if runtime in RUNTIMES:
         return runtime
     if runtime != "auto":
         raise ModelError(f"runtime {runtime!r}: expected auto, tflite_runtime or litert")
-    for name in RUNTIMES:
+    for name in dict.fromkeys([*(r for r in order if r in RUNTIMES), *RUNTIMES]):
         try:
             importlib.import_module(_MODULES[name])
             return name

@@ -302,7 +302,13 @@ def load_or_embed(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Embeddings from `cache` (.npz) when it was made by this embedder from these files,
     else computed (and saved there): the slow part is done once per model and folder."""
-    key = json.dumps([pipeline.embedder_sha256, [str(p) for p in data.paths]])
+    # the detector and the embedder file matter too (a new detector moves every crop)
+    models = [
+        pipeline.embedder_sha256,
+        pipeline.embedder.model.sha256,
+        pipeline.detector.model.sha256,
+    ]
+    key = json.dumps([*models, [str(p) for p in data.paths]])
     if cache is not None and cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as z:
