@@ -71,11 +71,26 @@ class StoreConfig:
     busy_timeout_ms: int = field(default=5000, metadata=_rng(0, 600_000))
 
 
+# FMR 1e-3 operating points on faces-dev for 1, 2 and 3+ reference templates, per
+# embedder (docs/accuracy.md). A threshold belongs to its embedder: choosing another
+# embedder without setting thresholds takes that embedder's values.
+EMBEDDER_THRESHOLDS: dict[str, tuple[float, float, float]] = {
+    "sface": (0.365, 0.381, 0.389),
+    "edgeface_xs": (0.263, 0.280, 0.290),
+}
+EMBEDDERS = tuple(EMBEDDER_THRESHOLDS)
+DEFAULT_EMBEDDER = "sface"
+_THRESHOLD_KEYS = ("threshold", "threshold_2_templates", "threshold_3_templates")
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     """The face pipeline: models, runtime, quality gates and the calibrated threshold."""
 
     models_dir: str = ""
+    # which embedder of the manifest (MODEL_CARD.md); its calibrated thresholds below are
+    # filled in from EMBEDDER_THRESHOLDS unless the file sets them
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata=_choices(*EMBEDDERS))
     runtime: str = field(default="auto", metadata=_choices("auto", "tflite_runtime", "litert"))
     threads: int = field(default=2, metadata=_rng(1, 16))
     threshold: float = field(default=0.365, metadata=_rng(-1.0, 1.0))
@@ -277,7 +292,27 @@ def _build_section(path: str, name: str, cls: Any, raw: Any) -> Any:
     values = {}
     for key, value in raw.items():
         values[key] = _coerce(path, f"{name}.{key}", value, hints[key], known[key].metadata)
+    if cls is FaceConfig and "embedder" in values:
+        given = EMBEDDER_THRESHOLDS[values["embedder"]]
+        for key, default in zip(_THRESHOLD_KEYS, given, strict=True):
+            values.setdefault(key, default)
     return cls(**values)
+
+
+def with_embedder(face: FaceConfig, embedder: str) -> FaceConfig:
+    """`face` switched to another embedder, with that embedder's calibrated thresholds."""
+    if embedder not in EMBEDDER_THRESHOLDS:
+        raise ConfigError(
+            "<command line>", "face.embedder", f"expected one of {', '.join(EMBEDDERS)}"
+        )
+    t1, t2, t3 = EMBEDDER_THRESHOLDS[embedder]
+    return dataclasses.replace(
+        face,
+        embedder=embedder,
+        threshold=t1,
+        threshold_2_templates=t2,
+        threshold_3_templates=t3,
+    )
 
 
 def _cross_checks(cfg: Config) -> None:

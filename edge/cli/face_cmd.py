@@ -17,7 +17,14 @@ import click
 import numpy as np
 
 from edge.cli.common import CliState, config_option, emit_json, get_config, json_option
-from edge.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, FaceConfig
+from edge.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    EMBEDDERS,
+    Config,
+    FaceConfig,
+    with_embedder,
+)
 
 
 def effective_config() -> Config:
@@ -83,6 +90,12 @@ _runtime_option = click.option(
     help="Keep the embeddings in this .npz (reused when model and files match).",
 )
 @click.option("--limit-identities", type=click.IntRange(2, None), default=None, hidden=True)
+@click.option(
+    "--embedder",
+    type=click.Choice(list(EMBEDDERS)),
+    default=None,
+    help="Embedder of the manifest (default: face.embedder from the config).",
+)
 @click.option("--embedder-variant", default=None, hidden=True, help="e.g. fp32 (comparison)")
 @_runtime_option
 @click.option("--threads", type=click.IntRange(1, 16), default=None, help="TFLite threads.")
@@ -96,6 +109,7 @@ def eval_cmd(
     references: int | None,
     cache_path: Path | None,
     limit_identities: int | None,
+    embedder: str | None,
     embedder_variant: str | None,
     runtime: str | None,
     threads: int | None,
@@ -106,6 +120,8 @@ def eval_cmd(
     from edge.infer.pipeline import FacePipeline
 
     face = _face_config(runtime, threads)
+    if embedder:
+        face = with_embedder(face, embedder)
     data = ev.scan(faces_dir, limit_identities)
     pipeline = FacePipeline.from_config(face, embedder_variant=embedder_variant)
     with click.progressbar(length=len(data.paths), label="embedding faces", file=sys.stderr) as bar:

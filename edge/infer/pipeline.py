@@ -19,9 +19,10 @@ from edge.errors import BadInput
 from edge.infer.align import align_face
 from edge.infer.detector import FaceDetector
 from edge.infer.embedder import FaceEmbedder
+from edge.infer.errors import ModelError
 from edge.infer.images import check_frame, load_image
 from edge.infer.liveness import LivenessRule, decide_liveness
-from edge.infer.manifest import Manifest, load_manifest
+from edge.infer.manifest import ModelEntry, load_manifest
 from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
 from edge.infer.pad import LivenessModel
 from edge.infer.pad_gates import PadLimits, PadQuality, measure_pad, pad_gate
@@ -140,8 +141,10 @@ class FacePipeline:
         det = TFLiteModel(
             manifest.detector.path, manifest.detector.sha256, face_cfg.runtime, face_cfg.threads
         )
-        path, sha = _embedder_file(manifest, embedder_variant)
+        entry = manifest.embedder_named(face_cfg.embedder)
+        path, sha = _embedder_file(entry, embedder_variant)
         emb = TFLiteModel(path, sha, face_cfg.runtime, face_cfg.threads)
+        _check_runtime(entry, emb.runtime)
         limits = QualityLimits(
             min_face_px=face_cfg.min_face_px,
             min_sharpness=face_cfg.min_sharpness,
@@ -157,7 +160,7 @@ class FacePipeline:
             policy = LivenessPolicy.from_config(liveness_cfg)
         return cls(
             FaceDetector(det, face_cfg.detector_score),
-            FaceEmbedder(emb),
+            FaceEmbedder.from_entry(emb, entry.extra),
             limits,
             face_cfg.threshold,
             face_cfg.min_good_frames,
@@ -298,8 +301,17 @@ def not_judged_reason(results: Sequence[FaceResult], lv: LivenessRule) -> str:
     return f"{head}; {example}"
 
 
-def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:
-    entry = manifest.embedder
+def _check_runtime(entry: ModelEntry, runtime: str) -> None:
+    """The manifest says which runtimes an embedder file is for (format and op versions)."""
+    allowed = entry.extra.get("runtimes")
+    if allowed and runtime not in allowed:
+        raise ModelError(
+            f"{entry.path.name}: made for {', '.join(allowed)}, not {runtime} "
+            "(set face.runtime, or pick another face.embedder)"
+        )
+
+
+def _embedder_file(entry: ModelEntry, variant: str | None) -> tuple[Path, str]:
     if variant is None or variant == entry.quantisation:
         return entry.path, entry.sha256
     if variant not in entry.variants:
