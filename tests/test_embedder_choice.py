@@ -24,6 +24,7 @@ from edge.config import (
 )
 from edge.errors import BadInput
 from edge.infer.errors import ModelError
+from edge.infer.images import load_image
 from edge.infer.manifest import BUNDLED_DIR, load_manifest, read_checked, sha256_bytes
 from edge.infer.matcher import best_score
 from edge.infer.pipeline import FacePipeline, enroll_template
@@ -151,3 +152,31 @@ def test_embedder_file_refused_under_a_runtime_it_is_not_for(tmp_path: Path) -> 
     with pytest.raises(ModelError, match="made for tflite_runtime, not litert"):
         FacePipeline.from_config(face)
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.data
+def test_edgeface_threshold_holds_on_a_spread_of_dev_identities(edgeface: FacePipeline) -> None:
+    """80 faces-dev photos (2 each of 40 identities spread over the set): the calibrated
+    one-template threshold (FMR 1e-3 on the whole set) accepts nearly every genuine pair and
+    nearly no impostor pair. Expected at FMR 1e-3 / FNMR 0.0067: ~3 of 3,160 impostor pairs,
+    ~0.3 of 40 genuine pairs; the bounds leave room for chance, not for a broken model."""
+    from tests.support.faces import dev_faces, identities, photos
+
+    dev = dev_faces()
+    names = identities(2, dev)[::6][:40]
+    embs, who = [], []
+    for name in names:
+        for path in photos(name, dev)[:2]:
+            r = edgeface.analyse(load_image(path), gates=False)
+            if r.embedding is not None:
+                embs.append(r.embedding)
+                who.append(name)
+    e = np.stack(embs)
+    sims = e @ e.T
+    t1 = EMBEDDER_THRESHOLDS["edgeface_xs"][0]
+    pairs = [(i, j) for i in range(len(e)) for j in range(i + 1, len(e))]
+    genuine = [sims[i, j] for i, j in pairs if who[i] == who[j]]
+    impostor = [sims[i, j] for i, j in pairs if who[i] != who[j]]
+    assert len(genuine) >= 38
+    assert sum(s < t1 for s in genuine) <= 2, sorted(genuine)[:5]
+    assert sum(s >= t1 for s in impostor) <= 15, sorted(impostor)[-20:]

@@ -202,7 +202,7 @@ def main() -> int:
     k = sub.add_parser("compare")
     k.add_argument("--crops", type=Path, required=True)
     k.add_argument("--src", type=Path, default=Path("/work/shared/models/edgeface"))
-    k.add_argument("--fp32", type=Path, default=MODELS / "edgeface_xs_fp32.tflite")
+    k.add_argument("--fp32", type=Path, default=MODELS / "edgeface_xs.tflite")
     k.add_argument("--int8", type=Path, default=None)
     k.add_argument("--min-cosine", type=float, default=0.999)
     t = sub.add_parser("time")

@@ -1,4 +1,4 @@
-"""Build the EdgeFace-XS face embedder (edge/infer/models/edgeface_xs_*.tflite) from Idiap's weights.
+"""Build the EdgeFace-XS face embedder (edge/infer/models/edgeface_xs.tflite) from Idiap's weights.
 
 Build-time only: run it in its own venv (tools/requirements-convert-edgeface.txt: PyTorch 2.13
 CPU + timm + TensorFlow 2.15.1 + onnx2tf), never on a kiosk. Why TensorFlow 2.15: a model
@@ -65,7 +65,8 @@ CHECKPOINT = "edgeface_xs_q.pt"
 CHECKPOINT_SHA256 = "a31314377876ab9fa2a75e5638bc528efe79fd17d5c9c0a228fb7f846d7581a6"
 TIMM_ARCH = "edgenext_x_small"
 ROLE = "embedder_edgeface_xs"
-FILES = {"fp32": "edgeface_xs_fp32.tflite", "dynamic": "edgeface_xs_int8dr.tflite"}
+# not *_fp32.tflite: pyproject leaves those (float references) out of the wheel
+FILES = {"fp32": "edgeface_xs.tflite", "dynamic": "edgeface_xs_int8dr.tflite"}
 SHIPPED = "fp32"  # dynamic-range int8 is slower and no more accurate (MODEL_CARD.md)
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
