@@ -28,8 +28,10 @@ from edge.infer.images import load_image
 from edge.infer.manifest import BUNDLED_DIR, load_manifest, read_checked, sha256_bytes
 from edge.infer.matcher import best_score
 from edge.infer.pipeline import FacePipeline, enroll_template
+from edge.keys import init_device_key
 from edge.roster import parse_bundle, sign_bundle, verify_bundle
-from tests.roster_fixtures import bundle_body, signed_bundle
+from tests.conftest import HqKeys, WriteConfig, run_edge
+from tests.roster_fixtures import bundle_body, signed_bundle, write_json
 
 FACES = Path(__file__).parent / "data" / "faces"
 NO_TLS = {"mqtt": {"tls": False}}
@@ -180,3 +182,38 @@ def test_edgeface_threshold_holds_on_a_spread_of_dev_identities(edgeface: FacePi
     assert len(genuine) >= 38
     assert sum(s < t1 for s in genuine) <= 2, sorted(genuine)[:5]
     assert sum(s >= t1 for s in impostor) <= 15, sorted(impostor)[-20:]
+
+
+def test_edgeface_same_embeddings_under_both_runtimes() -> None:
+    """The manifest says the file is for tflite_runtime (the Pi's) and LiteRT: both load it
+    and give the same embedding (float32: no hybrid-kernel differences)."""
+    crops = []
+    for runtime in ("tflite_runtime", "litert"):
+        pipe = FacePipeline.from_config(
+            with_embedder(FaceConfig(runtime=runtime, threads=1), "edgeface_xs")
+        )
+        assert pipe.embedder.model.runtime == runtime
+        crops.append(enroll_template(pipe, _photos("eileen_collins", 1)))
+    assert float(np.dot(crops[0], crops[1])) >= 0.999
+
+
+def test_cli_edgeface_kiosk_refuses_an_sface_bundle_and_takes_its_own(
+    write_config: WriteConfig, hq_keys: HqKeys, tmp_path: Path
+) -> None:
+    cfg = write_config(face={"embedder": "edgeface_xs"})
+    init_device_key(tmp_path / "state" / "device.key")
+    m = load_manifest()
+    sface_sha, xs_sha = m.embedder_named("sface").sha256, m.embedder_named("edgeface_xs").sha256
+    old = write_json(tmp_path / "old.json", signed_bundle(hq_keys.signing, model=sface_sha))
+    res = run_edge("roster", "import", "--config", str(cfg), str(old))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{old}: model: bundle made for embedder sface ({sface_sha[:12]})" in res.stderr
+    assert "edge hq roster build --embedder edgeface_xs" in res.stderr
+    body = bundle_body(2, model=xs_sha)
+    wide = base64.b64encode(np.full(512, 0.04, "<f4").tobytes()).decode()
+    for e in body["entries"]:
+        e["templates"] = [wide]
+    new = write_json(tmp_path / "new.json", sign_bundle(body, hq_keys.signing))
+    res = run_edge("roster", "import", "--config", str(cfg), str(new), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["entries"] == 2
