@@ -135,6 +135,7 @@ def eval_cmd(
         embeddings=embeddings,
         references=references,
     )
+    rep["embedder"] = face.embedder
     if plot_path is not None:
         from edge.infer.det_plot import plot_det
 
