@@ -50,11 +50,26 @@ class StoreConfig:
     busy_timeout_ms: int = field(default=5000, metadata=rng(0, 600_000))
 
 
+# FMR 1e-3 operating points on faces-dev for 1, 2 and 3+ reference templates, per
+# embedder (docs/accuracy.md). A threshold belongs to its embedder: choosing another
+# embedder without setting thresholds takes that embedder's values.
+EMBEDDER_THRESHOLDS: dict[str, tuple[float, float, float]] = {
+    "sface": (0.365, 0.381, 0.389),
+    "edgeface_xs": (0.263, 0.280, 0.290),
+}
+EMBEDDERS = tuple(EMBEDDER_THRESHOLDS)
+DEFAULT_EMBEDDER = "sface"
+_THRESHOLD_KEYS = ("threshold", "threshold_2_templates", "threshold_3_templates")
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     """The face pipeline: models, runtime, quality gates and the calibrated threshold."""
 
     models_dir: str = ""
+    # which embedder of the manifest (MODEL_CARD.md); its calibrated thresholds below are
+    # filled in from EMBEDDER_THRESHOLDS unless the file sets them
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata=choices(*EMBEDDERS))
     runtime: str = field(default="auto", metadata=choices("auto", "tflite_runtime", "litert"))
     threads: int = field(default=2, metadata=rng(1, 16))
     threshold: float = field(default=0.365, metadata=rng(-1.0, 1.0))
@@ -324,8 +339,39 @@ def check_files(cfg: Config) -> None:
 def parse_config(data: dict[str, Any], source: str = "<string>") -> Config:
     """Validate an already parsed TOML document into a Config."""
     cfg = build_settings(Config, data, source)
+    cfg = _embedder_thresholds(cfg, data.get("face"))
     _cross_checks(cfg)
     return cfg
+
+
+def _embedder_thresholds(cfg: Config, raw_face: Any) -> Config:
+    """A file that picks `face.embedder` gets that embedder's calibrated thresholds for the
+    keys it does not set itself (SFace's defaults would be wrong for another embedder)."""
+    if not isinstance(raw_face, dict) or "embedder" not in raw_face:
+        return cfg
+    given = EMBEDDER_THRESHOLDS[cfg.face.embedder]
+    changes: dict[str, Any] = {
+        k: v for k, v in zip(_THRESHOLD_KEYS, given, strict=True) if k not in raw_face
+    }
+    if not changes:
+        return cfg
+    return dataclasses.replace(cfg, face=dataclasses.replace(cfg.face, **changes))
+
+
+def with_embedder(face: FaceConfig, embedder: str) -> FaceConfig:
+    """`face` switched to another embedder, with that embedder's calibrated thresholds."""
+    if embedder not in EMBEDDER_THRESHOLDS:
+        raise ConfigError(
+            "<command line>", "face.embedder", f"expected one of {', '.join(EMBEDDERS)}"
+        )
+    t1, t2, t3 = EMBEDDER_THRESHOLDS[embedder]
+    return dataclasses.replace(
+        face,
+        embedder=embedder,
+        threshold=t1,
+        threshold_2_templates=t2,
+        threshold_3_templates=t3,
+    )
 
 
 def load_config(path: str | Path | None = None) -> Config:

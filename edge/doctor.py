@@ -40,7 +40,11 @@ def check_models(cfg: Config) -> tuple[bool, str]:
 
     manifest = load_manifest(cfg.face.models_dir)
     verify_files(manifest)
-    return True, f"embedder {manifest.embedder.sha256[:12]}, sha256 of every model file checked"
+    entry = manifest.embedder_named(cfg.face.embedder)
+    return (
+        True,
+        f"embedder {cfg.face.embedder} {entry.sha256[:12]}, sha256 of every model file checked",
+    )
 
 
 def check_camera(cfg: Config) -> tuple[bool, str]:

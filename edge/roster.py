@@ -33,7 +33,9 @@ from edge.period import period_problem
 from edge.records import PROGRAMMES
 
 BUNDLE_VERSION = 1
-EMBEDDING_DIM = 128
+EMBEDDING_DIM = 128  # SFace; EdgeFace-XS gives 512 (the bundle's `model` says which)
+EMBEDDING_DIMS = (128, 512)
+_DIMS = " or ".join(str(d) for d in EMBEDDING_DIMS)
 MAX_TEMPLATES = 8
 REGISTRY = "registry"
 CAPTURE_PREFIX = "capture:"
@@ -84,8 +86,8 @@ class Bundle:
 
 def encode_template(vector: np.ndarray) -> str:
     arr = np.asarray(vector, dtype="<f4").reshape(-1)
-    if arr.size != EMBEDDING_DIM or not np.all(np.isfinite(arr)):
-        raise ValueError(f"template must be {EMBEDDING_DIM} finite numbers")
+    if arr.size not in EMBEDDING_DIMS or not np.all(np.isfinite(arr)):
+        raise ValueError(f"template must be {_DIMS} finite numbers")
     return b64(arr.tobytes())
 
 
@@ -142,6 +144,7 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
     if not isinstance(raw_entries, list):
         raise _fail(source, "entries", "expected a list")
     entries = []
+    dim: int | None = None  # every template of a bundle comes from one embedder
     seen: set[tuple[str, str, str]] = set()
     for i, e in enumerate(raw_entries):
         where = f"entries[{i}]."
@@ -167,11 +170,20 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
             except ValueError:
                 raw = b""
             arr = np.frombuffer(raw, dtype="<f4") if len(raw) % 4 == 0 else np.zeros(0)
-            if arr.size != EMBEDDING_DIM or not np.all(np.isfinite(arr)):
+            if arr.size not in EMBEDDING_DIMS or not np.all(np.isfinite(arr)):
                 raise _fail(
                     source,
                     f"{where}templates[{j}]",
-                    f"expected base64 of {EMBEDDING_DIM} float32 values",
+                    f"expected base64 of {_DIMS} float32 values",
+                )
+            if dim is None:
+                dim = int(arr.size)
+            elif arr.size != dim:
+                raise _fail(
+                    source,
+                    f"{where}templates[{j}]",
+                    f"expected {dim} float32 values like the bundle's first template"
+                    " (one embedder per bundle)",
                 )
             blobs.append(raw)
         sources = _sources(source, e, where, len(blobs))
@@ -268,6 +280,19 @@ def sign_bundle(body: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
     return {**unsigned, "sig": b64(key.sign(canonical_json(unsigned)).signature)}
 
 
+def _embedder_label(sha256: str) -> str:
+    """ "NAME (sha256 prefix)" for an embedder of the bundled manifest, else the prefix."""
+    from edge.infer.errors import ModelError
+    from edge.infer.manifest import load_manifest
+
+    try:
+        names = {e.sha256: n for n, e in load_manifest().embedders.items()}
+    except ModelError:
+        names = {}
+    name = names.get(sha256)
+    return f"{name} ({sha256[:12]})" if name else sha256[:12]
+
+
 def verify_bundle(
     obj: Any,
     hq_key: VerifyKey,
@@ -286,9 +311,11 @@ def verify_bundle(
     except (BadSignatureError, ValueError):
         raise RosterRefused(f"{source}: sig: not signed by the configured HQ key") from None
     if bundle.model != expected_model:
+        ours = _embedder_label(expected_model)
         raise RosterRefused(
-            f"{source}: model: bundle made for embedder {bundle.model[:12]}, "
-            f"this kiosk runs {expected_model[:12]}"
+            f"{source}: model: bundle made for embedder {_embedder_label(bundle.model)}, "
+            f"this kiosk runs {ours}: HQ must rebuild the roster for it "
+            f"(edge hq roster build --embedder {ours.split(' ')[0]})"
         )
     if device_id is not None and bundle.device_id not in ("*", device_id):
         raise RosterRefused(

@@ -104,3 +104,19 @@ def test_missing_or_altered_models_are_exit_2(tmp_path, capsys):
 
 def test_faces_dir_exists():
     assert FACES.is_dir() and isinstance(FACES, Path)
+
+
+def test_eval_picks_the_embedder(tmp_path, capsys):
+    """`edge eval --embedder edgeface_xs` embeds with EdgeFace (512-d) and says so; an
+    unknown name is a usage error (exit 2), not a traceback."""
+    code, out, err = run(
+        capsys, "eval", "--faces", str(FACES), "--embedder", "edgeface_xs", "--json", *FAST
+    )
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["embedder"] == "edgeface_xs"
+    assert rep["embedder_sha256"] == load_manifest("").embedder_named("edgeface_xs").sha256
+    assert rep["genuine_pairs"] == 90 and rep["impostor_pairs"] == 100
+    assert rep["eer"] == 0.0  # two very different people, ten photos each
+    code, out, err = run(capsys, "eval", "--faces", str(FACES), "--embedder", "arcface")
+    assert code == 2 and "Traceback" not in err and "'arcface' is not one of" in err

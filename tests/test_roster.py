@@ -395,7 +395,7 @@ def test_cli_malformed_names_file_and_key(
             json.dumps(
                 {**good, "entries": [{**good["entries"][0], "templates": ["QUJD"]}]}
             ).encode(),
-            "entries[0].templates[0]: expected base64 of 128 float32 values",
+            "entries[0].templates[0]: expected base64 of 128 or 512 float32 values",
         ),
     ]
     for data, words in cases:

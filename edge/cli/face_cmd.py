@@ -15,7 +15,12 @@ from typing import Any
 import click
 
 from edge.cli.common import CliState, config_option, emit_json, get_config, json_option
-from edge.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, FaceConfig
+from edge.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    Config,
+    FaceConfig,
+)
 
 
 def effective_config() -> Config:

@@ -20,7 +20,7 @@ def embedder_sha256(cfg: Config) -> str:
     """The sha256 of the embedder this kiosk runs, from the models manifest (no TFLite load)."""
     from edge.infer.manifest import load_manifest
 
-    return load_manifest(cfg.face.models_dir).embedder.sha256
+    return load_manifest(cfg.face.models_dir).embedder_named(cfg.face.embedder).sha256
 
 
 def hq_verify_key(cfg: Config) -> VerifyKey:

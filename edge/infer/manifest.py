@@ -63,8 +63,23 @@ class Manifest:
         key = machine or platform.machine()
         return tuple(self.runtime_order.get(key) or self.runtime_order.get("default") or ())
 
+    # every embedder by its name (`face.embedder`): "sface" is the `embedder` role,
+    # each `embedder_NAME` role adds NAME (edge/infer/embedder.py reads their settings)
+    embedders: dict[str, ModelEntry] = field(default_factory=dict)
+
     def all_entries(self) -> tuple[ModelEntry, ...]:
-        return (self.detector, self.embedder, *self.pad)
+        others = tuple(e for e in self.embedders.values() if e is not self.embedder)
+        return (self.detector, self.embedder, *others, *self.pad)
+
+    def embedder_named(self, name: str) -> ModelEntry:
+        """The embedder `face.embedder` names; ModelError lists the ones this folder has."""
+        entry = self.embedders.get(name)
+        if entry is None:
+            have = ", ".join(sorted(self.embedders)) or "none"
+            raise ModelError(
+                f"{self.directory / MANIFEST_NAME}: no embedder named {name!r} (has: {have})"
+            )
+        return entry
 
 
 def resolve_dir(models_dir: str | Path) -> Path:
@@ -109,8 +124,65 @@ def _entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
     )
 
 
-_EXTRA_KEYS = ("scale", "input_size", "channel_order", "real_index")
+_EXTRA_KEYS = (
+    "scale",
+    "input_size",
+    "channel_order",
+    "real_index",
+    # embedders: name, pixel normalisation (px - mean) / std, output size, runtimes it is
+    # for, and HQ's 1:N suspect threshold (its FMR 1e-4 point on faces-dev)
+    "name",
+    "input_mean",
+    "input_std",
+    "dim",
+    "runtimes",
+    "suspect_threshold",
+)
 PAD_ROLES = ("pad_v2", "pad_v1se")
+EMBEDDER_PREFIX = "embedder_"
+DEFAULT_EMBEDDER_NAME = "sface"  # the `embedder` role's name when its entry has none
+
+
+def _embedder_entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
+    """An embedder entry: also checks the settings edge/infer/embedder.py relies on."""
+    entry = _entry(directory, role, raw, where)
+    x = entry.extra
+    if x.get("channel_order", "RGB") not in ("RGB", "BGR"):
+        raise ModelError(f"{where}: models.{role}.channel_order: expected RGB or BGR")
+    for key, default in (("input_mean", 0.0), ("input_std", 1.0)):
+        value = x.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ModelError(f"{where}: models.{role}.{key}: expected a number")
+    if not float(x.get("input_std", 1.0)) > 0:
+        raise ModelError(f"{where}: models.{role}.input_std: expected a positive number")
+    dim = x.get("dim")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 8):
+        raise ModelError(f"{where}: models.{role}.dim: expected an integer of at least 8")
+    runtimes = x.get("runtimes")
+    if runtimes is not None and not (
+        isinstance(runtimes, list) and runtimes and all(isinstance(r, str) for r in runtimes)
+    ):
+        raise ModelError(f"{where}: models.{role}.runtimes: expected a list of runtime names")
+    suspect = x.get("suspect_threshold")
+    if suspect is not None and not (
+        isinstance(suspect, int | float) and not isinstance(suspect, bool) and -1 <= suspect <= 1
+    ):
+        raise ModelError(f"{where}: models.{role}.suspect_threshold: expected -1..1")
+    return entry
+
+
+def _embedders(directory: Path, models: dict[str, Any], where: Path) -> dict[str, ModelEntry]:
+    out: dict[str, ModelEntry] = {}
+    for role, raw in models.items():
+        if role != "embedder" and not role.startswith(EMBEDDER_PREFIX):
+            continue
+        entry = _embedder_entry(directory, role, raw, where)
+        default = DEFAULT_EMBEDDER_NAME if role == "embedder" else role[len(EMBEDDER_PREFIX) :]
+        name = str(entry.extra.get("name", default))
+        if name in out:
+            raise ModelError(f"{where}: models.{role}.name: {name!r} is used twice")
+        out[name] = entry
+    return out
 
 
 def _pad_entry(directory: Path, role: str, raw: Any, where: Path) -> ModelEntry:
@@ -155,14 +227,17 @@ def load_manifest(models_dir: str | Path = "") -> Manifest:
     detector = _entry(directory, "detector", models.get("detector"), where)
     if detector.extra.get("channel_order", "BGR") not in ("BGR", "RGB"):
         raise ModelError(f"{where}: models.detector.channel_order: expected BGR or RGB")
+    embedders = _embedders(directory, models, where)
+    main = next((e for e in embedders.values() if e.role == "embedder"), None)
     return Manifest(
         directory=directory,
         detector=detector,
-        embedder=_entry(directory, "embedder", models.get("embedder"), where),
+        embedder=main or _entry(directory, "embedder", models.get("embedder"), where),
         pad=tuple(
             _pad_entry(directory, role, models[role], where) for role in PAD_ROLES if role in models
         ),
         runtime_order={str(k): list(v) for k, v in order.items()},
+        embedders=embedders,
     )
 
 

@@ -10,23 +10,34 @@ import numpy as np
 
 from edge.errors import BadInput
 
-EMBEDDING_DIM = 128
+EMBEDDING_DIM = 128  # SFace
+EMBEDDING_DIMS = (128, 512)  # SFace, EdgeFace-XS: the embedders the manifest may name
 MAX_FUSED_FRAMES = 3
 
 
 def as_embedding(v: object, where: str = "embedding") -> np.ndarray:
-    """A finite 128-d vector, L2-normalised (BadInput otherwise)."""
+    """A finite 128- or 512-d vector, L2-normalised (BadInput otherwise)."""
     arr = np.asarray(v, dtype=np.float32).reshape(-1)
-    if arr.shape != (EMBEDDING_DIM,):
-        raise BadInput(f"{where}: expected {EMBEDDING_DIM} values, got {arr.size}")
+    if arr.size not in EMBEDDING_DIMS:
+        dims = " or ".join(str(d) for d in EMBEDDING_DIMS)
+        raise BadInput(f"{where}: expected {dims} values, got {arr.size}")
     norm = float(np.linalg.norm(arr))
     if not np.all(np.isfinite(arr)) or norm < 1e-6:
         raise BadInput(f"{where}: zero or non-finite values")
     return arr / norm
 
 
+def _same_size(a: np.ndarray, b: np.ndarray, where: str) -> None:
+    if a.size != b.size:
+        raise BadInput(
+            f"{where}: {b.size}-d template against a {a.size}-d face: made by another embedder"
+        )
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(as_embedding(a), as_embedding(b)))
+    ua, ub = as_embedding(a), as_embedding(b)
+    _same_size(ua, ub, "embedding")
+    return float(np.dot(ua, ub))
 
 
 def best_score(probe: np.ndarray, references: Sequence[np.ndarray]) -> float:
@@ -34,9 +45,12 @@ def best_score(probe: np.ndarray, references: Sequence[np.ndarray]) -> float:
     if len(references) == 0:
         raise BadInput("references: no reference template for this KPM")
     p = as_embedding(probe, "probe")
-    return max(
-        float(np.dot(p, as_embedding(r, f"references[{i}]"))) for i, r in enumerate(references)
-    )
+    scores = []
+    for i, r in enumerate(references):
+        ref = as_embedding(r, f"references[{i}]")
+        _same_size(p, ref, f"references[{i}]")
+        scores.append(float(np.dot(p, ref)))
+    return max(scores)
 
 
 def mean_template(embeddings: Sequence[np.ndarray]) -> np.ndarray:

@@ -20,9 +20,10 @@ from edge.errors import BadInput
 from edge.infer.align import align_face
 from edge.infer.detector import FaceDetector
 from edge.infer.embedder import FaceEmbedder
+from edge.infer.errors import ModelError
 from edge.infer.images import check_frame, load_image
 from edge.infer.liveness import LivenessRule, decide_liveness
-from edge.infer.manifest import Manifest, load_manifest
+from edge.infer.manifest import Manifest, ModelEntry, load_manifest
 from edge.infer.matcher import FrameOutcome, decide_burst, mean_template
 from edge.infer.pad import LivenessModel
 from edge.infer.pad_gates import PadLimits, PadQuality, measure_pad, pad_gate
@@ -145,11 +146,13 @@ class FacePipeline:
         runtime = resolve_runtime(face_cfg.runtime, manifest.runtimes_for())
         det_path, det_sha = manifest.detector.file_for(runtime)
         det = TFLiteModel(det_path, det_sha, runtime, face_cfg.threads)
+        entry = manifest.embedder_named(face_cfg.embedder)
+        _check_runtime(entry, runtime)
         if embedder_variant is None:
-            path, file_sha = manifest.embedder.file_for(runtime)
-            sha = manifest.embedder.sha256
+            path, file_sha = entry.file_for(runtime)
+            sha = entry.sha256
         else:
-            path, sha = _embedder_file(manifest, embedder_variant)
+            path, sha = _embedder_file(entry, embedder_variant)
             file_sha = sha
         emb = TFLiteModel(path, file_sha, runtime, face_cfg.threads)
         limits = QualityLimits(
@@ -172,7 +175,7 @@ class FacePipeline:
                 manifest.detector.extra.get("channel_order", "BGR"),
                 _detector_shapes(manifest, runtime, face_cfg.threads),
             ),
-            FaceEmbedder(emb),
+            FaceEmbedder.from_entry(emb, entry.extra),
             limits,
             face_cfg.threshold,
             face_cfg.min_good_frames,
@@ -330,8 +333,17 @@ def _detector_shapes(
     return shapes
 
 
-def _embedder_file(manifest: Manifest, variant: str | None) -> tuple[Path, str]:
-    entry = manifest.embedder
+def _check_runtime(entry: ModelEntry, runtime: str) -> None:
+    """The manifest says which runtimes an embedder file is for (format and op versions)."""
+    allowed = entry.extra.get("runtimes")
+    if allowed and runtime not in allowed:
+        raise ModelError(
+            f"{entry.path.name}: made for {', '.join(allowed)}, not {runtime} "
+            "(set face.runtime, or pick another face.embedder)"
+        )
+
+
+def _embedder_file(entry: ModelEntry, variant: str | None) -> tuple[Path, str]:
     if variant is None or variant == entry.quantisation:
         return entry.path, entry.sha256
     if variant not in entry.variants:

@@ -22,6 +22,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 
 from edge.records import open_evidence
+from edge.roster import EMBEDDING_DIMS
 from edge_hq.db import Database
 from edge_hq.store import audit
 
@@ -131,7 +132,7 @@ def unseal_captures(
             except (CryptoError, ValueError, KeyError, TypeError):
                 log.warning("record %s: evidence does not open; not used", c.record_id)
                 continue
-            norm = float(np.linalg.norm(emb)) if emb.size == 128 else 0.0
+            norm = float(np.linalg.norm(emb)) if emb.size in EMBEDDING_DIMS else 0.0
             if not np.all(np.isfinite(emb)) or norm < 1e-6:
                 log.warning("record %s: evidence embedding unusable; not used", c.record_id)
                 continue

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from edge.cli.common import emit_json, json_option
+from edge.config import DEFAULT_EMBEDDER, EMBEDDERS
 from edge.errors import BadInput
 from edge_hq.config import HqSettings, load_hq_config
 from edge_hq.db import Database, open_database
@@ -170,6 +171,13 @@ def _registered_kiosk(cfg: Any, device_id: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--publish", is_flag=True, help="Publish retained to kiosk/<id>/roster.")
 @click.option("--models-dir", default="", help="Embedder models (default: the bundled ones).")
+@click.option(
+    "--embedder",
+    type=click.Choice(list(EMBEDDERS)),
+    default=DEFAULT_EMBEDDER,
+    show_default=True,
+    help="The kiosks' face.embedder: a bundle only imports on kiosks running the same one.",
+)
 @click.option("--valid-from", default=None, help="UTC YYYY-MM-DDTHH:MM:SSZ (default: today 00:00).")
 @click.option("--valid-until", default=None, help="UTC (default: valid-from + 35 days).")
 @click.option(
@@ -189,6 +197,7 @@ def roster_build(
     out: Path | None,
     publish: bool,
     models_dir: str,
+    embedder: str,
     valid_from: str | None,
     valid_until: str | None,
     add_captures: int,
@@ -225,7 +234,7 @@ def roster_build(
     window = _window(valid_from, valid_until)
     key = load_hq_signing(Path(cfg.keys.dir))
     who = check_reviewer(_actor(actor)) if add_captures else ""
-    model, enroll = pipeline_enroller(models_dir)
+    model, enroll = pipeline_enroller(models_dir, embedder)
     templates = compute_templates(rows, photos, enroll)
     bundle_id = new_bundle_id()
     captures: dict[str, list[tuple[str, Any]]] = {}

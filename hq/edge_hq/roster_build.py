@@ -209,12 +209,23 @@ def compute_templates(
     return out
 
 
-def pipeline_enroller(models_dir: str = "") -> tuple[str, Callable[[list[Path]], np.ndarray]]:
-    """(embedder sha256, enroll function) from the kiosk's own face pipeline and models."""
+def pipeline_enroller(
+    models_dir: str = "", embedder: str = ""
+) -> tuple[str, Callable[[list[Path]], np.ndarray]]:
+    """(embedder sha256, enroll function) from the kiosk's own face pipeline and models.
+
+    `embedder` is the kiosks' face.embedder ("" = the default); the bundle carries its
+    sha256, so kiosks running another embedder refuse it.
+    """
     from edge.config import FaceConfig
     from edge.infer.pipeline import FacePipeline, enroll_template
 
-    pipeline = FacePipeline.from_config(FaceConfig(models_dir=models_dir))
+    face = FaceConfig(models_dir=models_dir)
+    if embedder:
+        from edge.config import with_embedder
+
+        face = with_embedder(face, embedder)
+    pipeline = FacePipeline.from_config(face)
 
     def enroll(paths: list[Path]) -> np.ndarray:
         # BadInput from the pipeline names the photo that gave no good face.

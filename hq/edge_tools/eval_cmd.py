@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.cli.common import config_option, emit_json, json_option
 from edge.cli.face_cmd import face_config, runtime_option
+from edge.config import EMBEDDERS, with_embedder
 
 
 @click.command("eval")
@@ -53,6 +54,12 @@ from edge.cli.face_cmd import face_config, runtime_option
     help="Keep the embeddings in this .npz (reused when model and files match).",
 )
 @click.option("--limit-identities", type=click.IntRange(2, None), default=None, hidden=True)
+@click.option(
+    "--embedder",
+    type=click.Choice(list(EMBEDDERS)),
+    default=None,
+    help="Embedder of the manifest (default: face.embedder from the config).",
+)
 @click.option("--embedder-variant", default=None, hidden=True, help="e.g. fp32 (comparison)")
 @runtime_option
 @click.option("--threads", type=click.IntRange(1, 16), default=None, help="TFLite threads.")
@@ -66,6 +73,7 @@ def eval_cmd(
     references: int | None,
     cache_path: Path | None,
     limit_identities: int | None,
+    embedder: str | None,
     embedder_variant: str | None,
     runtime: str | None,
     threads: int | None,
@@ -76,6 +84,8 @@ def eval_cmd(
     from edge_tools.evaluation import evaluate as ev
 
     face = face_config(runtime, threads)
+    if embedder:
+        face = with_embedder(face, embedder)
     data = ev.scan(faces_dir, limit_identities)
     pipeline = FacePipeline.from_config(face, embedder_variant=embedder_variant)
     with click.progressbar(length=len(data.paths), label="embedding faces", file=sys.stderr) as bar:
@@ -89,6 +99,7 @@ def eval_cmd(
         embeddings=embeddings,
         references=references,
     )
+    rep["embedder"] = face.embedder
     if plot_path is not None:
         from edge_tools.evaluation.det_plot import plot_det
 

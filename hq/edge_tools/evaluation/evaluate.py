@@ -76,8 +76,8 @@ def embed_dataset(
     progress: Callable[[int], None] | None = None,
     gates: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(embeddings N x 128 with NaN rows where acquisition failed, acquired mask, counts)."""
-    emb = np.full((len(data.paths), 128), np.nan, np.float32)
+    """(embeddings N x dim with NaN rows where acquisition failed, acquired mask, counts)."""
+    emb = np.full((len(data.paths), pipeline.embedder.dim or 128), np.nan, np.float32)
     ok = np.zeros(len(data.paths), bool)
     counts = {"no_face": 0, "poor_quality": 0, "unreadable": 0, "would_fail_gates": 0}
     for i, path in enumerate(data.paths):
