@@ -28,7 +28,7 @@ class OutboxPump:
         outbox: Outbox,
         resend_after_s: float,
         started_at: float,
-        count: Callable[[str, int], None],
+        count: Callable[[str, int], object],
     ) -> None:
         self.outbox = outbox
         self.resend_after_s = resend_after_s
