@@ -2,7 +2,9 @@
 
 The parts arrive as small callables and protocols (camera burst, face decider,
 where/when), so this module imports none of capture, infer or uplink; the daemon
-and `edge verify` wire real ones, tests may wire others.
+and `edge verify` wire real ones, tests may wire others. This module does the I/O in
+named steps (eligibility, decide, face check, commit); what a decision means for the
+record and the answer is edge/verdict.py's (pure).
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from nacl.public import PublicKey
 from nacl.signing import SigningKey
 
 from bansos_contract.ids import TEXT_ID as _ID
-from edge.eligibility import ALREADY_SERVED, check_eligibility, describe_earlier
+from edge import verdict
+from edge.eligibility import ALREADY_SERVED, Eligibility, check_eligibility, describe_earlier
 from edge.errors import EXIT_NEGATIVE, EdgeError
 from edge.period import period_problem
 from edge.records import (
     FAILED_DECISIONS,
-    NO_PROGRAMME,
     PROGRAMMES,
     Evidence,
     Verification,
@@ -188,6 +190,38 @@ class Verifier:
 
     def _verify(self, req: Request) -> dict[str, Any]:
         captured_at, clock = self.when()
+        elig, current = self._eligibility(req, captured_at)
+        entry = elig.entry
+        target = verdict.record_target(entry, req.programme, req.period, current)
+        geo, geofence = self.where(entry.place if entry else None)
+        o = self._decide(req, elig, clock)
+        v = verdict.verification(
+            req.kpm_id,
+            req.officer_id,
+            target,
+            o,
+            model=self.decider.embedder_sha256,
+            captured_at=captured_at,
+            clock=clock,
+            geo=geo,
+            geofence=geofence,
+            camera=self.camera,
+        )
+        record, final = self._commit(v, o.override, req.officer_id, entry)
+        if final is not v:  # lost the race to another writer: recorded already_served
+            o, elig = verdict.lost_race(o, final, elig, self._earlier)
+        log.info(
+            "verification seq=%d decision=%s frames=%d/%d geofence=%s",
+            record["seq"],
+            o.decision,
+            o.frames_used,
+            o.frames_total,
+            geofence,
+        )
+        return verdict.answer(req.kpm_id, target, o, elig, record, geofence, clock)
+
+    def _eligibility(self, req: Request, captured_at: float) -> tuple[Eligibility, dict[str, str]]:
+        """The roster and served-ledger reads, and the eligibility rules over them."""
         entries = self.store.roster_entries(req.kpm_id)
         current = self.store.current_periods(captured_at)
         elig = check_eligibility(
@@ -198,142 +232,61 @@ class Verifier:
             now=captured_at,
             current=current,
         )
+        return elig, current
+
+    def _decide(self, req: Request, elig: Eligibility, clock: str) -> verdict.Outcome:
+        """Override, refusal, manual handover, failed challenge, or the face check."""
         entry = elig.entry
-        if entry is not None:
-            programme, period = entry.programme, entry.period
-        else:
-            # on no roster entry: the programme asked for (or `unknown`), the period asked
-            # for (or the one the kiosk serves now for it, or `unknown`); never a guess
-            programme = req.programme or NO_PROGRAMME
-            served_now = sorted({v for p, v in current.items() if req.programme in (None, p)})
-            period = req.period or (served_now[0] if len(served_now) == 1 else "unknown")
-        place = entry.place if entry else None
-        geo, geofence = self.where(place)
-        score: float | None = None
-        threshold: float | None = None
-        frames_used = 0
-        frames_total = 0
-        evidence = None
-        liveness: dict[str, Any] | None = None
-        captured = False  # frames were taken (challenge or burst): the record names the camera
-        reason: str | None
-        override = False
         if elig.decision == "already_served" and req.manual_reason is not None:
             assert entry is not None and elig.earlier is not None
-            decision, reason = "manual", self._override(entry, elig.earlier, req.manual_reason)
-            override = True
-        elif elig.decision is not None:
-            decision, reason = elig.decision, elig.reason
-            if elig.decision == "not_eligible" and clock == "unsynced":
-                reason = f"{reason} (kiosk clock unsynced)"
-        elif req.manual_reason is not None:
+            reason = self._override(entry, elig.earlier, req.manual_reason)
+            return verdict.Outcome("manual", reason, override=True)
+        if elig.decision is not None:
+            return verdict.refusal(elig, clock)
+        if req.manual_reason is not None:
             assert entry is not None
             if self._last_failure(entry.kpm_id, entry.programme, entry.period) is None:
                 raise BadRequest("manual_reason: a manual handover needs a failed face check first")
-            decision, reason = "manual", req.manual_reason.strip()
             spoof = self._last_failure(entry.kpm_id, entry.programme, entry.period, ("spoof",))
-            if spoof is not None:
-                # HQ must see that the officer overrode a suspected presentation attack
-                reason = f"override after spoof (record {spoof}): {reason}"
-        elif (summary := self._run_challenge(req.officer_id, entry)) is not None and not summary[
-            "passed"
-        ]:
-            decision = "spoof"
-            captured = True
-            reason = f"liveness challenge failed: {summary['reason']}"
-            liveness = {
-                "score": None,
-                "threshold": summary["threshold"],
-                "frames_judged": 0,
-                "frames_live": 0,
-                "needed": 0,
-                "models": list(summary["models"]),
-                "challenge": _challenge_part(summary),
-            }
-        else:
-            assert entry is not None
-            self._check_attempts(req.officer_id, entry)
-            frames = self.burst(self.burst_frames)
-            captured = True
-            frames_total = len(frames)
-            result = self.decider.verify_burst(frames, entry.template_arrays())
-            decision = str(result.decision)
-            reason = getattr(result, "reason", None)
-            score = getattr(result, "score", None)
-            threshold = getattr(result, "threshold", None)
-            frames_used = int(getattr(result, "frames_used", 0))
-            crop = getattr(result, "crop", None)
-            embedding = getattr(result, "embedding", None)
-            liveness_record = getattr(result, "liveness_record", None)
-            liveness = liveness_record() if callable(liveness_record) else None
-            if liveness is not None and summary is not None:
-                liveness["challenge"] = _challenge_part(summary)
-            if self.hq_box_key is not None and crop is not None and embedding is not None:
-                evidence = seal_evidence(
-                    Evidence(crop_jpeg(crop), np.asarray(embedding, dtype="<f4").tobytes()),
-                    self.hq_box_key,
-                )
-        v = Verification(
-            kpm_id=req.kpm_id,
-            programme=programme,
-            period=period,
-            officer_id=req.officer_id,
-            decision=decision,
-            score=None if score is None else float(score),
-            threshold=None if threshold is None else float(threshold),
-            model=self.decider.embedder_sha256,
-            captured_at=captured_at,
-            clock=clock,
-            geo=geo,
-            geofence=geofence,
-            frames_used=frames_used,
-            reason=reason,
-            evidence=evidence,
-            liveness=liveness,
-            camera=self.camera if captured else None,
-        )
+            return verdict.manual(req.manual_reason, spoof)
+        summary = self._run_challenge(req.officer_id, entry)
+        if summary is not None and not summary["passed"]:
+            return verdict.challenge_failed(summary)
+        assert entry is not None
+        return self._face_check(req.officer_id, entry, summary)
+
+    def _face_check(
+        self, officer_id: str, entry: RosterEntry, summary: Mapping[str, Any] | None
+    ) -> verdict.Outcome:
+        """The burst and the face decision; the sealed evidence when HQ's box key is set."""
+        self._check_attempts(officer_id, entry)
+        frames = self.burst(self.burst_frames)
+        result = self.decider.verify_burst(frames, entry.template_arrays())
+        o = verdict.face_result(result, summary, len(frames))
+        crop = getattr(result, "crop", None)
+        embedding = getattr(result, "embedding", None)
+        if self.hq_box_key is not None and crop is not None and embedding is not None:
+            o.evidence = seal_evidence(
+                Evidence(crop_jpeg(crop), np.asarray(embedding, dtype="<f4").tobytes()),
+                self.hq_box_key,
+            )
+        return o
+
+    def _commit(
+        self, v: Verification, override: bool, officer_id: str, entry: RosterEntry | None
+    ) -> tuple[dict[str, Any], Verification]:
+        """Append the signed record; returns it and the Verification settled in the write."""
         final = [v]
 
         def build(seq: int, prev: str) -> dict[str, Any]:
             # inside the write transaction: no other process can serve this KPM meanwhile
-            final[0] = self._settle(v, override, req.officer_id, entry)
+            final[0] = self._settle(v, override, officer_id, entry)
             return build_record(
                 final[0], device_id=self.device_id, seq=seq, prev_hash=prev, key=self.key
             )
 
         record = self.store.append(build, self.limits, head_key=self.key, override=override)
-        if final[0] is not v:  # lost the race to another writer: recorded already_served
-            v = final[0]
-            decision, reason = v.decision, v.reason
-            score, frames_used, liveness = None, 0, None
-            elig = replace(elig, decision=decision, code=ALREADY_SERVED, earlier=self._earlier)
-        log.info(
-            "verification seq=%d decision=%s frames=%d/%d geofence=%s",
-            record["seq"],
-            decision,
-            frames_used,
-            frames_total,
-            geofence,
-        )
-        return {
-            "record_id": record["id"],
-            "seq": record["seq"],
-            "kpm_id": req.kpm_id,
-            "programme": programme,
-            "period": period,
-            "decision": decision,
-            "reason": reason,
-            "reason_code": elig.code if decision == elig.decision else None,
-            "earlier": dict(elig.earlier) if elig.earlier is not None else None,
-            "score": record["score"],
-            "threshold": record["threshold"],
-            "frames_used": frames_used,
-            "frames_total": frames_total,
-            "geofence": geofence,
-            "clock": clock,
-            "captured_at": record["captured_at"],
-            "liveness": _liveness_answer(liveness),
-        }
+        return record, final[0]
 
     def _run_challenge(self, officer_id: str, entry: RosterEntry | None) -> dict[str, Any] | None:
         """The active challenge, if configured; the screen follows it through progress().
@@ -402,9 +355,7 @@ class Verifier:
                 "manual_reason: overriding already_served needs the refusal recorded first "
                 "(verify once without manual_reason)"
             )
-        return (
-            f"override of already_served (record {earlier['record_id']}): {manual_reason.strip()}"
-        )
+        return verdict.override_text(earlier, manual_reason)
 
     def _last_failure(
         self,
@@ -415,20 +366,6 @@ class Verifier:
     ) -> str | None:
         """The id of the latest record with one of `decisions` for this KPM and period."""
         return self.store.last_decision(kpm_id, programme, period, tuple(decisions))
-
-
-def _challenge_part(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: summary[k] for k in ("kind", "steps", "passed", "reason")}
-
-
-def _liveness_answer(liveness: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """What the API tells the screen about PAD: score, threshold, frame counts (no hashes)."""
-    if liveness is None:
-        return None
-    out = {k: liveness[k] for k in ("score", "threshold", "frames_live", "frames_judged")}
-    ch = liveness.get("challenge")
-    out["challenge"] = None if ch is None else {"passed": ch["passed"], "steps": ch["steps"]}
-    return out
 
 
 __all__ = [
