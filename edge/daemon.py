@@ -169,6 +169,11 @@ class App:
             self.api.stop()
         if self.housekeeping is not None:
             self.housekeeping.stop()
+        # the probe and watchdog threads end before the parts they use are closed (a probe
+        # left running grabbed from the stopped camera: "capture() before start()")
+        self.signals.stop.set()
+        for t in self._threads:
+            t.join(self.cfg.camera.frame_timeout_s + API_PROBE_TIMEOUT_S)
         if self.parts is not None:
             self.parts.close()
         self.store.log_event("daemon_stopped")
