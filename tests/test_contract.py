@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from bansos_contract import ids, topics, utc
-from edge_hq.heads import status_device, status_subscription
-from edge_hq.ingest import topic_device
+from edge_hq.heads import status_subscription
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "edge_hq", "edge_tools", "bansos_contract")
@@ -61,10 +60,11 @@ def test_utc_is_formatted_in_one_place() -> None:
 
 def test_hq_topics_are_the_kiosk_topics() -> None:
     mine = topics.Topics.for_device("kiosk", "kiosk-0123456789abcdef")
-    assert topic_device(mine.records, "kiosk") == "kiosk-0123456789abcdef"
-    assert status_device(mine.status, "kiosk") == "kiosk-0123456789abcdef"
-    assert topic_device(mine.status, "kiosk") is None
-    assert topic_device("other/kiosk-1/records", "kiosk") is None
+    device_of = topics.device_of
+    assert device_of(mine.records, "kiosk", topics.RECORDS) == "kiosk-0123456789abcdef"
+    assert device_of(mine.status, "kiosk", topics.STATUS) == "kiosk-0123456789abcdef"
+    assert device_of(mine.status, "kiosk", topics.RECORDS) is None
+    assert device_of("other/kiosk-1/records", "kiosk", topics.RECORDS) is None
     assert status_subscription("hq", "kiosk") == "$share/hq/kiosk/+/status"
 
 

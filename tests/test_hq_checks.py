@@ -10,6 +10,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from bansos_contract.acks import parse_acks
+from bansos_contract.topics import RECORDS, device_of
 from edge.records import GENESIS_HASH, canonical_json, record_hash
 from edge_hq.checks import (
     BAD_SIGNATURE,
@@ -25,7 +26,7 @@ from edge_hq.checks import (
     link_issues,
     summarise_chain,
 )
-from edge_hq.ingest import ack_payloads, topic_device
+from edge_hq.ingest import ack_payloads
 from edge_hq.suspects import Face, find_suspects
 from tests.support.hq import SimKiosk, hq_box_key, unit_vector
 
@@ -133,9 +134,9 @@ def test_link_issues_sees_neighbours() -> None:
 
 
 def test_topic_and_ack_helpers() -> None:
-    assert topic_device("kiosk/kiosk-00ff/records", "kiosk") == "kiosk-00ff"
-    assert topic_device("kiosk/a/b/records", "kiosk") is None
-    assert topic_device("kiosk//records", "kiosk") is None
+    assert device_of("kiosk/kiosk-00ff/records", "kiosk", RECORDS) == "kiosk-00ff"
+    assert device_of("kiosk/a/b/records", "kiosk", RECORDS) is None
+    assert device_of("kiosk//records", "kiosk", RECORDS) is None
     ids = [str(uuid.UUID(int=i)) for i in range(250)]
     key = SigningKey.generate()
     payloads = ack_payloads("kiosk-00ff", ids, key)

@@ -30,11 +30,6 @@ def status_subscription(share_group: str, prefix: str) -> str:
     return topics.shared_filter(share_group, prefix, topics.STATUS)
 
 
-def status_device(topic: str, prefix: str) -> str | None:
-    """The <id> of `<prefix>/<id>/status`, or None for any other topic."""
-    return topics.device_of(topic, prefix, topics.STATUS)
-
-
 def head_from_status(payload: bytes) -> Any:
     """The status document's `head` (None when absent); ValueError when not a status."""
     if len(payload) > MAX_STATUS_BYTES:
@@ -92,7 +87,7 @@ def handle_status(
     lookup_key: Callable[[str], VerifyKey | None],
 ) -> str:
     """One status message from ingest: never raises (a bad one is logged and skipped)."""
-    device = status_device(topic, prefix)
+    device = topics.device_of(topic, prefix, topics.STATUS)
     if device is None:
         return "not a status topic"
     try:

@@ -32,7 +32,7 @@ from edge.errors import DeviceMissing
 from edge_hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
 from edge_hq.config import HqSettings
 from edge_hq.db import Database
-from edge_hq.heads import handle_status, status_device, status_subscription
+from edge_hq.heads import handle_status, status_subscription
 from edge_hq.keys import load_hq_signing
 from edge_hq.mqtt_tls import apply_tls
 from edge_hq.registry import KeyCache
@@ -45,11 +45,6 @@ ACK_CHUNK = 100  # ids per ack message, well under the kiosk's ack size bound
 def records_subscription(settings: HqSettings) -> str:
     b = settings.broker
     return topics.shared_filter(b.share_group, b.topic_prefix, topics.RECORDS)
-
-
-def topic_device(topic: str, prefix: str) -> str | None:
-    """The <id> of `<prefix>/<id>/records`, or None for any other topic."""
-    return topics.device_of(topic, prefix, topics.RECORDS)
 
 
 def ack_payloads(device_id: str, ids: list[str], key: SigningKey) -> list[bytes]:
@@ -205,7 +200,7 @@ class IngestWorker:
 
     def _check(self, msg: mqtt.MQTTMessage) -> Incoming:
         prefix = self.settings.broker.topic_prefix
-        device = topic_device(msg.topic, prefix)
+        device = topics.device_of(msg.topic, prefix, topics.RECORDS)
         payload = bytes(msg.payload)
         if device is None:
             verdict: Any = Rejected(MALFORMED, f"unexpected topic {msg.topic[:200]!r}")
@@ -310,7 +305,7 @@ class IngestWorker:
         prefix = self.settings.broker.topic_prefix
         rest = []
         for gen, m in raw:
-            if status_device(m.topic, prefix) is None:
+            if topics.device_of(m.topic, prefix, topics.STATUS) is None:
                 rest.append((gen, m))
                 continue
             handle_status(self.db, m.topic, bytes(m.payload), prefix, self.keys)
