@@ -32,8 +32,8 @@ from edge_hq.registry import add_device
 from tests.roster_fixtures import MODEL_SHA, bundle_body
 from tests.support.helpers import wait_for
 from tests.support.hq import HQ_SIGNING_KEY, HQ_VERIFY_KEY, SimKiosk, hq_box_key
+from tests.support.hq_ingest import KioskLink, settings_for
 from tests.support.mqtt import HQ_IDENTITY, Broker, Pki, connect_client, puback, suback
-from tests.test_hq_ingest import KioskLink, settings_for
 from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
 
 

@@ -23,8 +23,8 @@ from edge_hq.report import device_report
 from edge_hq.store import Incoming, store_batch
 from tests.support.helpers import wait_for
 from tests.support.hq import SimKiosk, hq_box_key
+from tests.support.hq_ingest import hq_broker, settings_for
 from tests.support.mqtt import HQ_IDENTITY, Pki, connect_client
-from tests.test_hq_ingest import hq_broker, settings_for
 
 
 def _chain(kiosk: SimKiosk, n: int) -> list[dict[str, Any]]:

@@ -30,8 +30,8 @@ from edge_hq.roster_build import build_bundle, parse_kpm_csv
 from tests.roster_fixtures import MODEL_SHA
 from tests.support.helpers import wait_for
 from tests.support.hq import HQ_VERIFY_KEY, unit_vector
+from tests.support.hq_ingest import WORKER_CNS, hq_broker, settings_for
 from tests.support.mqtt import HQ_IDENTITY, Pki
-from tests.test_hq_ingest import WORKER_CNS, hq_broker, settings_for
 from tests.uplink_support import make_kiosk, mqtt_config, outbox_config
 
 
