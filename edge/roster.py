@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,41 @@ def _place(source: str, value: Any, where: str) -> dict[str, Any] | None:
 
 def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
     """Strict structural parse; does not check the signature (see verify_bundle)."""
+    bundle_id, issued_at, model, device_id = _header(source, obj)
+    valid_from, valid_until = _window(source, obj)
+    raw_entries = obj.get("entries")
+    if not isinstance(raw_entries, list):
+        raise _fail(source, "entries", "expected a list")
+    entries: list[RosterEntry] = []
+    dims: list[int] = []  # every template of a bundle comes from one embedder: the first's size
+    seen: set[tuple[str, str, str]] = set()
+    for i, e in enumerate(raw_entries):
+        entry = _entry(source, e, i, dims)
+        key = (entry.kpm_id, entry.programme, entry.period)
+        if key in seen:
+            raise _fail(
+                source,
+                f"entries[{i}].kpm_id",
+                f"duplicate entry for {entry.kpm_id}/{entry.programme}/{entry.period}",
+            )
+        seen.add(key)
+        place = _place(source, e.get("place"), f"entries[{i}].place")
+        entries.append(
+            replace(
+                entry,
+                place=place,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                bundle_id=bundle_id,
+            )
+        )
+    return Bundle(
+        bundle_id, issued_at, model, device_id, tuple(entries), obj, valid_from, valid_until
+    )
+
+
+def _header(source: str, obj: Any) -> tuple[str, str, str, str]:
+    """The bundle's own keys: version, id, issue time, embedder, device (or '*')."""
     if not isinstance(obj, dict):
         raise _fail(source, "(top level)", "expected a JSON object")
     allowed = {"v", "bundle_id", "issued_at", "model", "device_id", "entries", "sig"}
@@ -139,70 +174,54 @@ def parse_bundle(obj: Any, source: str = "<bundle>") -> Bundle:
     device_id = obj.get("device_id")
     if not isinstance(device_id, str) or not (device_id == "*" or _ID.match(device_id)):
         raise _fail(source, "device_id", "expected a device id or '*'")
-    valid_from, valid_until = _window(source, obj)
-    raw_entries = obj.get("entries")
-    if not isinstance(raw_entries, list):
-        raise _fail(source, "entries", "expected a list")
-    entries = []
-    dim: int | None = None  # every template of a bundle comes from one embedder
-    seen: set[tuple[str, str, str]] = set()
-    for i, e in enumerate(raw_entries):
-        where = f"entries[{i}]."
-        if not isinstance(e, dict):
-            raise _fail(source, f"entries[{i}]", "expected an object")
-        extra = set(e) - {"kpm_id", "programme", "period", "templates", "place", "template_sources"}
-        if extra:
-            raise _fail(source, where + sorted(extra)[0], "unknown key")
-        kpm_id = _text(source, e, "kpm_id", where, _ID)
-        period = _text(source, e, "period", where, _ID)
-        if period_problem(period) is not None:
-            raise _fail(source, where + "period", str(period_problem(period)))
-        programme = e.get("programme")
-        if programme not in PROGRAMMES:
-            raise _fail(source, where + "programme", f"expected one of {', '.join(PROGRAMMES)}")
-        templates = e.get("templates")
-        if not isinstance(templates, list) or not 1 <= len(templates) <= MAX_TEMPLATES:
-            raise _fail(source, where + "templates", f"expected 1..{MAX_TEMPLATES} templates")
-        blobs = []
-        for j, t in enumerate(templates):
-            try:
-                raw = unb64(t, "template") if isinstance(t, str) else b""
-            except ValueError:
-                raw = b""
-            arr = np.frombuffer(raw, dtype="<f4") if len(raw) % 4 == 0 else np.zeros(0)
-            if arr.size not in EMBEDDING_DIMS or not np.all(np.isfinite(arr)):
-                raise _fail(
-                    source,
-                    f"{where}templates[{j}]",
-                    f"expected base64 of {_DIMS} float32 values",
-                )
-            if dim is None:
-                dim = int(arr.size)
-            elif arr.size != dim:
-                raise _fail(
-                    source,
-                    f"{where}templates[{j}]",
-                    f"expected {dim} float32 values like the bundle's first template"
-                    " (one embedder per bundle)",
-                )
-            blobs.append(raw)
-        sources = _sources(source, e, where, len(blobs))
-        key = (kpm_id, str(programme), period)
-        if key in seen:
-            raise _fail(
-                source, where + "kpm_id", f"duplicate entry for {kpm_id}/{programme}/{period}"
-            )
-        seen.add(key)
-        place = _place(source, e.get("place"), where + "place")
-        entries.append(
-            RosterEntry(
-                kpm_id, str(programme), period, tuple(blobs), place, sources,
-                valid_from, valid_until, bundle_id,
-            )
-        )  # fmt: skip
-    return Bundle(
-        bundle_id, issued_at, model, device_id, tuple(entries), obj, valid_from, valid_until
+    return bundle_id, issued_at, model, device_id
+
+
+def _entry(source: str, e: Any, i: int, dims: list[int]) -> RosterEntry:
+    """One entry's KPM, programme, period, templates and sources; the caller adds the place
+    (checked after the duplicate rule) and the bundle's id and window."""
+    where = f"entries[{i}]."
+    if not isinstance(e, dict):
+        raise _fail(source, f"entries[{i}]", "expected an object")
+    extra = set(e) - {"kpm_id", "programme", "period", "templates", "place", "template_sources"}
+    if extra:
+        raise _fail(source, where + sorted(extra)[0], "unknown key")
+    kpm_id = _text(source, e, "kpm_id", where, _ID)
+    period = _text(source, e, "period", where, _ID)
+    if period_problem(period) is not None:
+        raise _fail(source, where + "period", str(period_problem(period)))
+    programme = e.get("programme")
+    if programme not in PROGRAMMES:
+        raise _fail(source, where + "programme", f"expected one of {', '.join(PROGRAMMES)}")
+    templates = e.get("templates")
+    if not isinstance(templates, list) or not 1 <= len(templates) <= MAX_TEMPLATES:
+        raise _fail(source, where + "templates", f"expected 1..{MAX_TEMPLATES} templates")
+    blobs = tuple(
+        _template(source, t, f"{where}templates[{j}]", dims) for j, t in enumerate(templates)
     )
+    sources = _sources(source, e, where, len(blobs))
+    return RosterEntry(kpm_id, str(programme), period, blobs, None, sources)
+
+
+def _template(source: str, t: Any, where: str, dims: list[int]) -> bytes:
+    """One base64 float32 template; the bundle's first fixes the size (`dims` holds it)."""
+    try:
+        raw = unb64(t, "template") if isinstance(t, str) else b""
+    except ValueError:
+        raw = b""
+    arr = np.frombuffer(raw, dtype="<f4") if len(raw) % 4 == 0 else np.zeros(0)
+    if arr.size not in EMBEDDING_DIMS or not np.all(np.isfinite(arr)):
+        raise _fail(source, where, f"expected base64 of {_DIMS} float32 values")
+    if not dims:
+        dims.append(int(arr.size))
+    elif arr.size != dims[0]:
+        raise _fail(
+            source,
+            where,
+            f"expected {dims[0]} float32 values like the bundle's first template"
+            " (one embedder per bundle)",
+        )
+    return raw
 
 
 def _window(source: str, obj: Mapping[str, Any]) -> tuple[float | None, float | None]:
