@@ -13,7 +13,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,8 +22,8 @@ from nacl.signing import SigningKey
 
 from bansos_contract.ids import TEXT_ID as _ID
 from edge import verdict
-from edge.eligibility import ALREADY_SERVED, Eligibility, check_eligibility, describe_earlier
-from edge.errors import EXIT_NEGATIVE, EdgeError
+from edge.eligibility import Eligibility, check_eligibility
+from edge.handover import AttemptsUsed, BadRequest, HandoverRules
 from edge.period import period_problem
 from edge.records import (
     FAILED_DECISIONS,
@@ -38,27 +38,6 @@ from edge.roster import RosterEntry
 from edge.store import OutboxFull, OutboxLimits, Store
 
 log = logging.getLogger(__name__)
-
-
-FACE_DECISIONS = ("match", "no_match", "spoof", "no_face", "poor_quality")
-
-
-class BadRequest(ValueError):
-    """The request itself is wrong (HTTP 400, exit 2)."""
-
-
-class AttemptsUsed(EdgeError):
-    """This officer used every face attempt for this KPM and period (HTTP 409, exit 1):
-    only a manual handover (with the ID card checked) may follow."""
-
-    exit_code = EXIT_NEGATIVE
-
-    def __init__(self, max_attempts: int, kpm_id: str, programme: str, period: str) -> None:
-        super().__init__(
-            f"{max_attempts} face attempts used for {kpm_id} {programme} {period}: check the "
-            "ID card and record a manual handover (manual_reason)"
-        )
-        self.max_attempts = max_attempts
 
 
 class FaceDecider(Protocol):
@@ -161,10 +140,8 @@ class Verifier:
         self.limits = limits
         self.challenge = challenge
         self.camera = camera  # the backend's name, recorded with every captured decision
-        self.max_attempts = (
-            max_attempts  # face checks per officer, KPM and period (ui.max_attempts)
-        )
-        self._earlier: Mapping[str, Any] | None = None  # the handover a racing writer made
+        self.max_attempts = max_attempts  # face checks per officer, KPM and period
+        self.rules = HandoverRules(store, max_attempts)
         # shared by the verifiers a reload builds, so "one at a time" holds across a reload
         self.lock = lock if lock is not None else threading.Lock()
         self._progress_lock = threading.Lock()
@@ -207,9 +184,9 @@ class Verifier:
             geofence=geofence,
             camera=self.camera,
         )
-        record, final = self._commit(v, o.override, req.officer_id, entry)
+        record, final, earlier = self._commit(v, o.override, req.officer_id, entry)
         if final is not v:  # lost the race to another writer: recorded already_served
-            o, elig = verdict.lost_race(o, final, elig, self._earlier)
+            o, elig = verdict.lost_race(o, final, elig, earlier)
         log.info(
             "verification seq=%d decision=%s frames=%d/%d geofence=%s",
             record["seq"],
@@ -239,15 +216,15 @@ class Verifier:
         entry = elig.entry
         if elig.decision == "already_served" and req.manual_reason is not None:
             assert entry is not None and elig.earlier is not None
-            reason = self._override(entry, elig.earlier, req.manual_reason)
+            reason = self.rules.override_reason(entry, elig.earlier, req.manual_reason)
             return verdict.Outcome("manual", reason, override=True)
         if elig.decision is not None:
             return verdict.refusal(elig, clock)
         if req.manual_reason is not None:
             assert entry is not None
-            if self._last_failure(entry.kpm_id, entry.programme, entry.period) is None:
+            if self.rules.last_failure(entry.kpm_id, entry.programme, entry.period) is None:
                 raise BadRequest("manual_reason: a manual handover needs a failed face check first")
-            spoof = self._last_failure(entry.kpm_id, entry.programme, entry.period, ("spoof",))
+            spoof = self.rules.last_failure(entry.kpm_id, entry.programme, entry.period, ("spoof",))
             return verdict.manual(req.manual_reason, spoof)
         summary = self._run_challenge(req.officer_id, entry)
         if summary is not None and not summary["passed"]:
@@ -259,7 +236,7 @@ class Verifier:
         self, officer_id: str, entry: RosterEntry, summary: Mapping[str, Any] | None
     ) -> verdict.Outcome:
         """The burst and the face decision; the sealed evidence when HQ's box key is set."""
-        self._check_attempts(officer_id, entry)
+        self.rules.check_attempts(officer_id, entry)
         frames = self.burst(self.burst_frames)
         result = self.decider.verify_burst(frames, entry.template_arrays())
         o = verdict.face_result(result, summary, len(frames))
@@ -274,19 +251,20 @@ class Verifier:
 
     def _commit(
         self, v: Verification, override: bool, officer_id: str, entry: RosterEntry | None
-    ) -> tuple[dict[str, Any], Verification]:
-        """Append the signed record; returns it and the Verification settled in the write."""
-        final = [v]
+    ) -> tuple[dict[str, Any], Verification, Mapping[str, Any] | None]:
+        """Append the signed record; returns it, the Verification settled in the write and
+        the handover a racing writer made (None when we did not lose a race)."""
+        final: list[tuple[Verification, Mapping[str, Any] | None]] = [(v, None)]
 
         def build(seq: int, prev: str) -> dict[str, Any]:
             # inside the write transaction: no other process can serve this KPM meanwhile
-            final[0] = self._settle(v, override, officer_id, entry)
+            final[0] = self.rules.settle(v, override, officer_id, entry)
             return build_record(
-                final[0], device_id=self.device_id, seq=seq, prev_hash=prev, key=self.key
+                final[0][0], device_id=self.device_id, seq=seq, prev_hash=prev, key=self.key
             )
 
         record = self.store.append(build, self.limits, head_key=self.key, override=override)
-        return record, final[0]
+        return record, final[0][0], final[0][1]
 
     def _run_challenge(self, officer_id: str, entry: RosterEntry | None) -> dict[str, Any] | None:
         """The active challenge, if configured; the screen follows it through progress().
@@ -296,76 +274,11 @@ class Verifier:
         if self.challenge is None:
             return None
         assert entry is not None
-        self._check_attempts(officer_id, entry)
+        self.rules.check_attempts(officer_id, entry)
         try:
             return self.challenge(self._on_step)
         finally:
             self._on_step(None, 0, 0.0)
-
-    def _check_attempts(self, officer_id: str, entry: RosterEntry) -> None:
-        """Refuse a face check past ui.max_attempts (counted in the store, per officer)."""
-        if self.max_attempts is None:
-            return
-        used = self.store.attempts_used(officer_id, entry.kpm_id, entry.programme, entry.period)
-        if used >= self.max_attempts:
-            raise AttemptsUsed(self.max_attempts, entry.kpm_id, entry.programme, entry.period)
-
-    def _settle(
-        self, v: Verification, override: bool, officer_id: str, entry: RosterEntry | None
-    ) -> Verification:
-        """The decision as the store stands inside the write transaction.
-
-        A handover (match or manual) whose KPM, programme and period another writer served
-        since the eligibility check becomes `already_served` naming that handover; a face
-        check past the attempt limit (another screen or process used the last one) is
-        refused. The served ledger's UNIQUE index backs the first rule up.
-        """
-        self._earlier = None
-        if entry is not None and v.decision in FACE_DECISIONS:
-            self._check_attempts(officer_id, entry)
-        if v.decision not in ("match", "manual") or override:
-            return v
-        earlier = self.store.served_by(v.kpm_id, v.programme, v.period)
-        if earlier is None:
-            return v
-        self._earlier = earlier
-        return replace(
-            v,
-            decision="already_served",
-            reason=f"{ALREADY_SERVED}: {v.programme} {v.period} handed over "
-            f"{describe_earlier(earlier)} (while this verification ran)",
-            score=None,
-            threshold=None,
-            frames_used=0,
-            evidence=None,
-            liveness=None,
-        )
-
-    def _override(self, entry: RosterEntry, earlier: Mapping[str, Any], manual_reason: str) -> str:
-        """A manual handover over an earlier one: only after the refusal was recorded.
-
-        The officer first gets (and the store records) `already_served`; asking again
-        with a reason gives a `manual` record naming the earlier record, which HQ's
-        double-collection report lists for review.
-        """
-        if not self.store.refused_since(
-            entry.kpm_id, entry.programme, entry.period, int(earlier["seq"])
-        ):
-            raise BadRequest(
-                "manual_reason: overriding already_served needs the refusal recorded first "
-                "(verify once without manual_reason)"
-            )
-        return verdict.override_text(earlier, manual_reason)
-
-    def _last_failure(
-        self,
-        kpm_id: str,
-        programme: str,
-        period: str,
-        decisions: Sequence[str] = FAILED_DECISIONS,
-    ) -> str | None:
-        """The id of the latest record with one of `decisions` for this KPM and period."""
-        return self.store.last_decision(kpm_id, programme, period, tuple(decisions))
 
 
 __all__ = [
