@@ -1,6 +1,7 @@
 """The `Uplink` MQTT session: the connection's lifecycle, and the in-flight window it fills.
 
-Its helpers each have one job: reconnect.py (when to dial), inbound.py (PUBACKs, HQ acks,
+Its helpers each have one job: connection.py (the link: dial, CONNACK, drop, close),
+reconnect.py (when to dial), inbound.py (PUBACKs, HQ acks,
 rosters), outbound.py (records into the window, the status when due), reporter.py (stats
 and the status document), counters.py; what goes out next and
 the sent/acked bookkeeping are the outbox pump's (pump.py). Roster payloads go to the
@@ -26,7 +27,8 @@ from nacl.signing import VerifyKey
 from bansos_contract.topics import Topics
 from edge.config import MqttConfig, OutboxConfig
 from edge.store import Store
-from edge.uplink.client import ConnAck, Link, LinkError, Lost, Message, PubAck
+from edge.uplink.client import ConnAck, Link, Lost, Message, PubAck
+from edge.uplink.connection import Connection
 from edge.uplink.counters import Counters
 from edge.uplink.inbound import Inbound
 from edge.uplink.outbound import Outbound
@@ -64,7 +66,6 @@ class Uplink:
         roster: RosterHandler | None = None,
     ) -> None:
         del expected_model  # the roster handler (edge/roster_inbox.py) checks it now
-        self.cfg = mqtt_cfg
         self.device_id = device_id
         self.beat = beat
         self.topics = Topics.for_device(mqtt_cfg.topic_prefix, device_id)
@@ -91,6 +92,13 @@ class Uplink:
         self.outbound = Outbound(
             self.topics, self.pump, self.inflight, self.counters, self.reporter
         )
+        self.conn = Connection(
+            mqtt_cfg,
+            device_id,
+            self.topics,
+            (self.inflight, self.pump, self.counters, self.reporter, self.inbound),
+            self.reconnect,
+        )
         # A link with publishes in flight and no PUBACK for this long is dead (see README).
         self.stall_s = float(mqtt_cfg.keepalive_s)
         self._stop = threading.Event()
@@ -98,8 +106,11 @@ class Uplink:
         self._offline_requested = threading.Event()
         self._offline_done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._link: Link | None = None
-        self._online = False
+
+    @property
+    def _link(self) -> Link | None:
+        """The live link, if any (bench/uplink.py reads its socket's byte count)."""
+        return self.conn.link
 
     # -- public API --------------------------------------------------------------
     def start(self) -> None:
@@ -142,7 +153,7 @@ class Uplink:
 
     @property
     def connected(self) -> bool:
-        return self._online
+        return self.conn.online
 
     @property
     def alive(self) -> bool:
@@ -150,7 +161,7 @@ class Uplink:
 
     def stats(self) -> dict[str, Any]:
         """Outbox figures plus link state and counters (safe from any thread)."""
-        return self.reporter.stats(self._online, len(self.inflight))
+        return self.reporter.stats(self.conn.online, len(self.inflight))
 
     # -- the loop -------------------------------------------------------------------
     def _run(self) -> None:
@@ -161,8 +172,8 @@ class Uplink:
                 # Never let one bad turn kill the uplink: drop the link and start over.
                 self.counters.add("loop_errors")
                 log.exception("uplink loop error; reconnecting")
-                had_link = self._link is not None
-                self._drop_link("loop error")
+                had_link = self.conn.link is not None
+                self.conn.drop("loop error")
                 if not had_link:
                     self.reconnect.schedule(time.monotonic())
         self._shutdown()
@@ -170,123 +181,53 @@ class Uplink:
     def _step(self) -> None:
         if self.beat is not None:
             self.beat()
-        link = self._link
-        if self._offline_requested.is_set() and (link is None or not self._online):
+        conn, link = self.conn, self.conn.link
+        if self._offline_requested.is_set() and (link is None or not conn.online):
             self._offline_done.set()  # not connected: the will (or nothing) stands
             self._stop.set()
             return
         if link is None:
-            self._dial_when_due()
+            conn.dial_when_due(self._wake)
             return
         busy = bool(len(self.inflight)) or link.want_write()
         for ev in link.loop(0.02 if busy else IDLE_POLL_S / 5):
             self._handle(ev)
         self.pump.flush(force=False)
         if link.closed:
-            self._drop_link("link closed")
+            conn.drop("link closed")
             return
-        if not self._online:
+        if not conn.online:
             if self.reconnect.connack_overdue(time.monotonic()):
-                self._drop_link("no CONNACK in time")
+                conn.drop("no CONNACK in time")
             return
         if self.inflight.stalled(time.monotonic(), self.stall_s):
-            self._drop_link(f"no PUBACK for {self.stall_s:g} s with records in flight")
+            conn.drop(f"no PUBACK for {self.stall_s:g} s with records in flight")
             return
         if self._offline_requested.is_set() and not self._offline_done.is_set():
-            link.close(self.topics.status, self.reporter.offline())
+            conn.close()  # online: publishes the offline status
             self._offline_done.set()
-            self._online = False
-            self._link = None
             self._stop.set()
             return
-        self.outbound.status(
-            link
-        )  # first: after a reconnect "online" must not queue behind records
+        # status first: after a reconnect "online" must not queue behind records
+        self.outbound.status(link)
         self.outbound.fill(link)
         if not busy and not self.pump.more:
             if self._wake.wait(IDLE_POLL_S):
                 self.pump.more = True
             self._wake.clear()
 
-    def _dial_when_due(self) -> None:
-        wait_s = self.reconnect.wait_s(time.monotonic())
-        if wait_s > 0:
-            self._wake.wait(min(1.0, wait_s))
-            self._wake.clear()
-            return
-        try:
-            link = Link(
-                self.cfg,
-                self.device_id,
-                self.topics.status,
-                self.reporter.offline(),
-                self.inflight.size,
-            )
-            link.open()
-        except (LinkError, OSError, ValueError) as exc:  # ValueError/OSError: TLS files
-            self.counters.add("connect_failures")
-            log.warning("MQTT connect to %s:%s failed: %s", self.cfg.host, self.cfg.port, exc)
-            self.reconnect.schedule(time.monotonic())
-            return
-        self._link = link
-        self.reconnect.dialled(time.monotonic(), self.cfg.connect_timeout_s)
-
-    def _drop_link(self, why: str) -> None:
-        link, self._link = self._link, None
-        was_online = self._online
-        self._online = False
-        # Whatever was in flight is still pending/sent in the outbox; it goes again.
-        self.inflight.clear()
-        try:
-            self.pump.flush()
-        except Exception as exc:
-            log.warning("uplink: flush failed: %s", exc)
-        self.pump.more = True
-        if link is not None:
-            link.close()
-            if was_online:
-                self.counters.add("link_lost")
-                log.warning("MQTT link lost: %s", why)
-                self.reconnect.lost(time.monotonic())
-            self.reconnect.schedule(time.monotonic())
-
     def _handle(self, ev: ConnAck | PubAck | Message | Lost) -> None:
         if isinstance(ev, ConnAck):
-            self._on_connack(ev)
+            self.conn.on_connack(ev)
         elif isinstance(ev, Lost):
             log.info("MQTT disconnected: %s", ev.reason)
         else:
             self.inbound.handle(ev)
 
-    def _on_connack(self, ev: ConnAck) -> None:
-        if not ev.ok:
-            self.counters.add("connect_failures")
-            log.warning("MQTT broker refused the connection: %s", ev.reason)
-            if self._link is not None:
-                self._link.closed = True
-            return
-        assert self._link is not None
-        self.inflight.size = min(self.cfg.inflight, ev.receive_maximum)
-        if self.inflight.size < self.cfg.inflight:
-            log.info("in-flight window %d (the broker's receive maximum)", self.inflight.size)
-        self._online = True
-        self.reconnect.up(time.monotonic())
-        self.pump.more = True
-        self.counters.add("connects")
-        log.info("MQTT connected (session present: %s)", ev.session_present)
-        self._link.subscribe(self.inbound.subscriptions())
-        self.reporter.reset()  # publish "online" now
-
     def _shutdown(self) -> None:
-        link, self._link = self._link, None
         try:
             self.pump.flush()
         except Exception as exc:
             log.warning("uplink: final flush failed: %s", exc)
-        if link is not None:
-            online = self._online
-            link.close(
-                self.topics.status if online else None, self.reporter.offline() if online else None
-            )
-        self._online = False
+        self.conn.close()
         self._offline_done.set()
