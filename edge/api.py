@@ -302,6 +302,36 @@ def _content_length(head: bytes) -> int | None:
 LINGER_S = 2.0
 
 
+def _bind(listen: str) -> tuple[socket.socket, str]:
+    """A bound socket for `unix:PATH` (mode 0660, a stale socket file replaced) or
+    `HOST:PORT` (port 0: any free one); returns it and the address it is bound to."""
+    if listen.startswith("unix:"):
+        path = Path(listen[len("unix:") :])
+        if path.exists() and path.is_socket():
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+        except OSError:
+            sock.close()
+            raise
+        os.chmod(path, 0o660)
+        return sock, listen
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()
+    return sock, f"{bound[0]}:{bound[1]}"
+
+
 class ApiServer:
     """Serves the API until stop(): one poller thread and two fixed worker pools."""
 
@@ -318,33 +348,7 @@ class ApiServer:
         self.listen = listen
         self.max_body = max_body
         self.limits = limits or ApiLimits()
-        self.sock: socket.socket
-        if listen.startswith("unix:"):
-            path = Path(listen[len("unix:") :])
-            if path.exists() and path.is_socket():
-                path.unlink()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.bind(str(path))
-            except OSError:
-                self.sock.close()
-                raise
-            os.chmod(path, 0o660)
-            self.address = listen
-        else:
-            host, _, port = listen.rpartition(":")
-            host = host.strip("[]")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.sock = socket.socket(family, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                self.sock.bind((host, int(port)))
-            except OSError:
-                self.sock.close()
-                raise
-            bound = self.sock.getsockname()
-            self.address = f"{bound[0]}:{bound[1]}"
+        self.sock, self.address = _bind(listen)
         self.sock.listen(self.limits.backlog)
         self.sock.setblocking(False)
         _raise_fd_limit(self.limits.max_connections + 256)

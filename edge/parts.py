@@ -190,6 +190,7 @@ def build_parts(
     uplink kept over a reload must not keep asking the Parts it was built with, whose GPS
     reader or camera the reload may have stopped. Without it, these Parts' own extras.
     """
+    started = time.monotonic()
     if old is not None and (old.cfg.face, old.cfg.liveness) == (cfg.face, cfg.liveness):
         pipeline = old.pipeline
     else:
@@ -207,39 +208,9 @@ def build_parts(
             gps = GpsReader(cfg.gps).start()
     parts = Parts(cfg, store, pipeline, camera, gps, None)
     if cfg.mqtt.enabled:
-        same = (
-            old is not None
-            and old.uplink is not None
-            and (old.cfg.mqtt, old.cfg.outbox, old.cfg.hq) == (cfg.mqtt, cfg.outbox, cfg.hq)
-            and old.pipeline is pipeline
-        )
-        if same and old is not None:
-            parts.uplink = old.uplink
-        else:
-            if old is not None and old.uplink is not None:
-                old.uplink.stop()  # one MQTT session per device id: stop before the new one
-            hq_key = (
-                verify_key_from_b64(cfg.hq.signing_public_key)
-                if cfg.hq.signing_public_key
-                else None
-            )
-            health.register("uplink", max(UPLINK_SILENCE_S, cfg.mqtt.connect_timeout_s + 10))
-            parts.uplink = Uplink(
-                store,
-                cfg.mqtt,
-                cfg.outbox,
-                device_id,
-                hq_key,
-                pipeline.embedder_sha256,
-                status_extra or parts.uplink_extra,
-                beat=lambda: health.beat("uplink"),
-                # roster payloads are imported by the daemon's handler, not by the uplink
-                roster=RosterInbox(store, hq_key, pipeline.embedder_sha256, device_id),
-            )
-            parts.uplink.start()
+        parts.uplink = _uplink(parts, device_id, health, old, status_extra or parts.uplink_extra)
     else:
         health.unregister("uplink")
-    started = time.monotonic()
     log.info(
         "parts ready in %.1fs: camera %s, gps %s, uplink %s",
         time.monotonic() - started,
@@ -248,3 +219,39 @@ def build_parts(
         "on" if parts.uplink else "off",
     )
     return parts
+
+
+def _uplink(
+    parts: Parts,
+    device_id: str,
+    health: Health,
+    old: Parts | None,
+    status_extra: Callable[[], dict[str, Any]],
+) -> Uplink | None:
+    """The old uplink when its sections and the embedder are unchanged, else a new one."""
+    cfg, store, pipeline = parts.cfg, parts.store, parts.pipeline
+    if (
+        old is not None
+        and old.uplink is not None
+        and (old.cfg.mqtt, old.cfg.outbox, old.cfg.hq) == (cfg.mqtt, cfg.outbox, cfg.hq)
+        and old.pipeline is pipeline
+    ):
+        return old.uplink
+    if old is not None and old.uplink is not None:
+        old.uplink.stop()  # one MQTT session per device id: stop before the new one
+    hq_key = verify_key_from_b64(cfg.hq.signing_public_key) if cfg.hq.signing_public_key else None
+    health.register("uplink", max(UPLINK_SILENCE_S, cfg.mqtt.connect_timeout_s + 10))
+    uplink = Uplink(
+        store,
+        cfg.mqtt,
+        cfg.outbox,
+        device_id,
+        hq_key,
+        pipeline.embedder_sha256,
+        status_extra,
+        beat=lambda: health.beat("uplink"),
+        # roster payloads are imported by the daemon's handler, not by the uplink
+        roster=RosterInbox(store, hq_key, pipeline.embedder_sha256, device_id),
+    )
+    uplink.start()
+    return uplink

@@ -190,6 +190,17 @@ def _need(cond: bool, reason: str) -> None:
 
 def check_fields(record: Mapping[str, Any]) -> None:
     """Strict shape check of a record (without judging its signature)."""
+    version = _check_keys(record)
+    _check_values(record)
+    _check_geo_evidence(record)
+    _need(version >= 2 or record["decision"] != "spoof", "decision: spoof needs schema v2")
+    if version >= 2:
+        check_liveness(record["liveness"], str(record["decision"]))
+        _need(record["camera"] is None or record["camera"] in CAMERAS, "camera: unknown backend")
+
+
+def _check_keys(record: Mapping[str, Any]) -> int:
+    """A known schema version and exactly its fields; returns the version."""
     raw_version = record.get("v")
     _need(
         isinstance(raw_version, int)
@@ -202,6 +213,11 @@ def check_fields(record: Mapping[str, Any]) -> None:
     keys = set(record) - {"sig"}
     _need(not (expected - keys), f"missing fields: {', '.join(sorted(expected - keys))}")
     _need(not (keys - expected), f"unknown fields: {', '.join(sorted(keys - expected))}")
+    return version
+
+
+def _check_values(record: Mapping[str, Any]) -> None:
+    """Ids, sequence, hashes, the enumerations, the reason text and the numbers."""
     _need(isinstance(record["id"], str) and bool(_ID_RE.match(record["id"])), "id: not a UUIDv7")
     for name in ("device_id", "kpm_id", "officer_id", "period"):
         value = record[name]
@@ -237,6 +253,10 @@ def check_fields(record: Mapping[str, Any]) -> None:
         isinstance(record["captured_at"], str) and record["captured_at"].endswith("Z"),
         "captured_at",
     )
+
+
+def _check_geo_evidence(record: Mapping[str, Any]) -> None:
+    """The geotag (or null) and the sealed evidence (or null): shape only."""
     geo = record["geo"]
     if geo is not None:
         _need(isinstance(geo, dict), "geo: expected an object or null")
@@ -247,10 +267,6 @@ def check_fields(record: Mapping[str, Any]) -> None:
     if ev is not None:
         _need(isinstance(ev, dict) and ev.get("alg") == EVIDENCE_ALG, "evidence: unknown format")
         _need(isinstance(ev.get("ct"), str), "evidence.ct: expected base64 text")
-    _need(version >= 2 or record["decision"] != "spoof", "decision: spoof needs schema v2")
-    if version >= 2:
-        check_liveness(record["liveness"], str(record["decision"]))
-        _need(record["camera"] is None or record["camera"] in CAMERAS, "camera: unknown backend")
 
 
 _FIELDS_V1 = (
