@@ -3,19 +3,17 @@
 The API server hands each /v1 call here as (method, path, token, body); this module
 checks the session, asks the pure parts (officers, eligibility, guidance, scan) and the
 running kiosk through `KioskHost` (edge/ui/host.py: camera, pipeline, verifier, store
-reads), and answers a Reply. The endpoints are the table in edge/ui/routes.py. Nothing returned carries
-biometric data except the small preview JPEG of the live frame.
+reads), and answers a Reply. Sign-in, sign-out and sessions are the officers' desk
+(edge/ui/desk.py). The endpoints are the table in edge/ui/routes.py. Nothing returned
+carries biometric data except the small preview JPEG of the live frame.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,9 +22,11 @@ import numpy as np
 from bansos_contract.utc import iso_s as format_utc
 from edge.eligibility import check_eligibility
 from edge.roster import RosterEntry
+from edge.ui.desk import OfficerDesk
 from edge.ui.guidance import guidance_code
 from edge.ui.host import KioskHost, NotReady
-from edge.ui.officers import ID_RE, OfficerBook, OfficersFileError, Session, load_officers
+from edge.ui.officers import ID_RE, OfficerBook, Session
+from edge.ui.reply import Reply, err
 from edge.ui.routes import find
 from edge.ui.scan import first_code
 
@@ -39,18 +39,6 @@ SCAN_FRAMES = 3
 VERIFY_ERROR_KEYS = {400: "bad_request", 503: "not_ready", 507: "outbox_full"}
 
 
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    body: dict[str, Any] | bytes
-    content_type: str = "application/json"
-
-
-def _err(code: int, key: str, message: str, **extra: Any) -> Reply:
-    """An error the page can translate (`error_key`) and a human can read (`error`)."""
-    return Reply(code, {"error": message, "error_key": key, **extra})
-
-
 class KioskUi:
     """Sessions and the screen's endpoints over one running kiosk (face attempts are
     counted in the store and limited by the verification flow, for every caller)."""
@@ -58,47 +46,18 @@ class KioskUi:
     def __init__(self, host: KioskHost, clock: Callable[[], float] = time.time) -> None:
         self.host = host
         self.clock = clock
-        self.lock = threading.Lock()
-        self._book: OfficerBook | None = None
-        self._book_error: str | None = None
-        self._book_key: tuple[str, float] | None = None
+        self.desk = OfficerDesk(host, clock)
         self._last_preview: bytes | None = None
 
-    # -- officers file ---------------------------------------------------------
     def book(self) -> OfficerBook | None:
-        """The officers list, re-read when the file or ui config changes; None if unusable."""
-        ui = self.host.ui_config()
-        path = ui.officers_file
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            mtime = -1.0
-        key = (f"{path}|{ui.pin_lockout_after}|{ui.lockout_s}|{ui.session_idle_s}", mtime)
-        if key != self._book_key:
-            self._book_key = key
-            try:
-                officers = load_officers(path)
-            except OfficersFileError as exc:
-                log.error("kiosk sign-in unavailable: %s", exc)
-                self._book, self._book_error = None, str(exc)
-                return None
-            old = self._book
-            self._book = OfficerBook(
-                officers, ui.pin_lockout_after, ui.lockout_s, ui.session_idle_s
-            )
-            self._book_error = None
-            if old is not None:
-                self._book.failures = old.failures
-                self._book.sessions = {
-                    t: s for t, s in old.sessions.items() if s.officer.id in officers
-                }
-        return self._book
+        """The officers list (re-read when the file or ui config changes); None if unusable."""
+        return self.desk.book()
 
     # -- dispatch ----------------------------------------------------------------
     def handle(self, method: str, path: str, token: str | None, body: dict[str, Any]) -> Reply:
         found = find(method, path)
         if found is None:
-            return _err(404, "not_found", f"no such endpoint: {method} {path.split('?', 1)[0]}")
+            return err(404, "not_found", f"no such endpoint: {method} {path.split('?', 1)[0]}")
         route, rest = found
         calls: dict[str, Callable[..., Reply]] = {
             "state": lambda _s: self.state(),
@@ -119,11 +78,9 @@ class KioskUi:
     def _with_session(
         self, token: str | None, fn: Callable[[Session], Reply], touch: bool = True
     ) -> Reply:
-        with self.lock:
-            book = self.book()
-            session = book.session(token, self.clock(), touch) if book is not None else None
+        session = self.desk.session(token, touch)
         if session is None:
-            return _err(401, "signed_out", "sign in first (session missing or expired)")
+            return err(401, "signed_out", "sign in first (session missing or expired)")
         return fn(session)
 
     # -- endpoints -----------------------------------------------------------------
@@ -139,8 +96,7 @@ class KioskUi:
             {"programme": p, "period": v}
             for p, v in sorted(self.host.store.current_periods(now).items())
         ]
-        with self.lock:
-            book = self.book()
+        book, book_error = self.desk.book_state()
         ui = self.host.ui_config()
         return Reply(
             200,
@@ -151,58 +107,22 @@ class KioskUi:
                 "gps": status.get("gps", {}).get("state", "off"),
                 "serving": serving,
                 "signin_available": book is not None,
-                "signin_error": self._book_error,
+                "signin_error": book_error,
                 "language": ui.language,
                 "max_attempts": ui.max_attempts,
             },
         )
 
     def sign_in(self, body: dict[str, Any]) -> Reply:
-        with self.lock:
-            book = self.book()
-            if book is None:
-                return _err(503, "signin_unavailable", f"sign-in unavailable: {self._book_error}")
-            now = self.clock()
-            if "badge" in body:
-                badge = body.get("badge")
-                if not isinstance(badge, str) or not 1 <= len(badge) <= 200:
-                    return _err(400, "bad_badge", "badge: expected the badge's QR text")
-                result = book.sign_in_badge(badge, now)
-                officer_id = None
-            else:
-                officer_id, pin = body.get("officer_id"), body.get("pin")
-                if not isinstance(officer_id, str) or not ID_RE.match(officer_id):
-                    return _err(400, "bad_officer_id", "officer_id: expected the officer's id")
-                if not isinstance(pin, str) or len(pin) > 64:
-                    return _err(400, "bad_pin", "pin: expected 4 to 8 digits")
-                result = book.sign_in_pin(officer_id, pin, now)
-        if result.event is not None:
-            self.host.store.log_event(result.event, officer_id=officer_id)
-        if result.session is None:
-            key = {401: "wrong_pin", 423: "locked"}.get(result.code, "refused")
-            if "badge" in body:
-                key = "unknown_badge" if result.code == 401 else key
-            return _err(
-                result.code,
-                key,
-                result.error or "refused",
-                attempts_left=result.attempts_left,
-                locked_for_s=result.locked_for_s,
-            )
-        s = result.session
-        self.host.store.log_event("officer_signed_in", officer_id=s.officer.id)
-        return Reply(200, {"token": s.token, "officer_id": s.officer.id, "name": s.officer.name})
+        return self.desk.sign_in(body)
 
     def sign_out(self, token: str | None) -> Reply:
-        with self.lock:
-            book = self.book()
-            done = book.sign_out(token) if book is not None else False
-        return Reply(200, {"signed_out": done})
+        return self.desk.sign_out(token)
 
     def kpm(self, session: Session, kpm_id: str) -> Reply:
         """Eligibility before any capture; records nothing."""
         if not ID_RE.match(kpm_id):
-            return _err(
+            return err(
                 400, "bad_kpm_id", f"KPM id: expected 1-64 letters, digits or ._:/-, got {kpm_id!r}"
             )
         store = self.host.store
@@ -259,17 +179,17 @@ class KioskUi:
     def scan(self) -> Reply:
         frames = self._frames(SCAN_FRAMES)
         if frames is None:
-            return _err(409, "camera_busy", "camera busy with a verification; try again")
+            return err(409, "camera_busy", "camera busy with a verification; try again")
         text = first_code(frames)
         if text is None:
-            return _err(404, "no_code", "no QR code or barcode found; hold the card closer")
+            return err(404, "no_code", "no QR code or barcode found; hold the card closer")
         return Reply(200, {"code": text, "kpm_id": text if ID_RE.match(text) else None})
 
     def preview(self, _session: Session) -> Reply:
         frames = self._frames(1)
         if frames is None:
             if self._last_preview is None:
-                return _err(409, "camera_busy", "camera busy")
+                return err(409, "camera_busy", "camera busy")
             return Reply(200, self._last_preview, "image/jpeg")
         from PIL import Image
 
@@ -285,7 +205,7 @@ class KioskUi:
         try:
             result = self.host.analyse_live(CAMERA_WAIT_S)
         except NotReady:
-            return _err(503, "not_ready", f"daemon is {self.host.state}")
+            return err(503, "not_ready", f"daemon is {self.host.state}")
         if result is None:
             return Reply(200, {"guidance": "busy"})
         return Reply(200, {"guidance": guidance_code(*result)})
@@ -295,16 +215,16 @@ class KioskUi:
         try:
             return Reply(200, self.host.progress())
         except NotReady:
-            return _err(503, "not_ready", f"daemon is {self.host.state}")
+            return err(503, "not_ready", f"daemon is {self.host.state}")
 
     def verify(self, session: Session, body: dict[str, Any]) -> Reply:
         """A face check or manual handover; the officer comes from the session."""
         given = body.get("officer_id")
         if given is not None and given != session.officer.id:
-            return _err(403, "officer_mismatch", "officer_id differs from the signed-in officer")
+            return err(403, "officer_mismatch", "officer_id differs from the signed-in officer")
         kpm_id = body.get("kpm_id")
         if not isinstance(kpm_id, str) or not ID_RE.match(kpm_id):
-            return _err(400, "bad_kpm_id", "kpm_id: expected 1-64 letters, digits or ._:/-")
+            return err(400, "bad_kpm_id", "kpm_id: expected 1-64 letters, digits or ._:/-")
         request = {**body, "officer_id": session.officer.id}
         max_attempts = self.host.ui_config().max_attempts
         # the verification flow refuses a face check past the limit (409 attempts_used);
