@@ -500,22 +500,14 @@ class ApiServer:
         self._dispatch_if_complete(conn)
 
     def _dispatch_if_complete(self, conn: _Conn) -> None:
-        buf = conn.buf
-        end = buf.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end, sep = buf.find(b"\n\n"), 2
-        if end < 0:
-            if len(buf) > self.limits.max_header_bytes:
-                self._answer_and_close(conn, _TOO_LARGE_HEAD)
+        try:
+            split = _split_request(conn.buf, self.limits.max_header_bytes, self.max_body)
+        except _HeadTooLarge:
+            self._answer_and_close(conn, _TOO_LARGE_HEAD)
             return
-        head = bytes(buf[:end])
-        length = _content_length(head)
-        total = end + sep + (length if length is not None and length <= self.max_body else 0)
-        if len(buf) < total:
+        if split is None:
             return
-        request, conn.buf = bytes(buf[:total]), bytearray(buf[total:])
-        pool = "read" if head[:4] in (b"GET ", b"HEAD") else "write"
+        request, conn.buf, pool = split
         self._selector.unregister(conn.sock)
         with self._lock:
             self._conns.pop(conn.sock.fileno(), None)
@@ -586,35 +578,65 @@ class ApiServer:
 
     def _serve(self, job: _Job) -> bool:
         """Answer one complete request; True when the connection stays open."""
-        conn = job.conn
-        conn.sock.setblocking(True)
-        conn.sock.settimeout(self.limits.send_timeout_s)
-        handler = object.__new__(self.handler)
-        handler.rfile = io.BytesIO(job.request)
-        handler.wfile = socketserver._SocketWriter(conn.sock)  # type: ignore[attr-defined]
-        handler.request = conn.sock
-        handler.client_address = conn.address if isinstance(conn.address, tuple) else ()
-        handler.server = self  # type: ignore[assignment]
-        handler.close_connection = True
-        try:
-            handler.handle_one_request()
-        except OSError:  # the client went away or stopped reading
-            return False
-        except Exception:  # a bug: answer 500 rather than close in silence
-            log.exception("api: request failed")
-            _send_quietly(conn.sock, _INTERNAL)
-            return False
-        conn.served += 1
-        conn.sock.setblocking(False)
-        return (
-            not handler.close_connection and conn.served < self.limits.max_requests_per_connection
-        )
+        return _serve_one(self.handler, self, job, self.limits)
 
 
 @dataclass
 class _Job:
     conn: _Conn
     request: bytes
+
+
+class _HeadTooLarge(Exception):
+    """The request head grew past the limit without ending."""
+
+
+def _split_request(
+    buf: bytearray, max_header_bytes: int, max_body: int
+) -> tuple[bytes, bytearray, str] | None:
+    """The first complete request in `buf`, the bytes after it and its pool ("read" for
+    GET/HEAD, else "write"); None while incomplete. A body over `max_body` is not waited
+    for (the handler answers 413 from the head)."""
+    end = buf.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end, sep = buf.find(b"\n\n"), 2
+    if end < 0:
+        if len(buf) > max_header_bytes:
+            raise _HeadTooLarge
+        return None
+    head = bytes(buf[:end])
+    length = _content_length(head)
+    total = end + sep + (length if length is not None and length <= max_body else 0)
+    if len(buf) < total:
+        return None
+    pool = "read" if head[:4] in (b"GET ", b"HEAD") else "write"
+    return bytes(buf[:total]), bytearray(buf[total:]), pool
+
+
+def _serve_one(handler_cls: type[_Handler], server: Any, job: _Job, limits: ApiLimits) -> bool:
+    """Run the stdlib handler on one buffered request over the connection's socket."""
+    conn = job.conn
+    conn.sock.setblocking(True)
+    conn.sock.settimeout(limits.send_timeout_s)
+    handler = object.__new__(handler_cls)
+    handler.rfile = io.BytesIO(job.request)
+    handler.wfile = socketserver._SocketWriter(conn.sock)  # type: ignore[attr-defined]
+    handler.request = conn.sock
+    handler.client_address = conn.address if isinstance(conn.address, tuple) else ()
+    handler.server = server
+    handler.close_connection = True
+    try:
+        handler.handle_one_request()
+    except OSError:  # the client went away or stopped reading
+        return False
+    except Exception:  # a bug: answer 500 rather than close in silence
+        log.exception("api: request failed")
+        _send_quietly(conn.sock, _INTERNAL)
+        return False
+    conn.served += 1
+    conn.sock.setblocking(False)
+    return not handler.close_connection and conn.served < limits.max_requests_per_connection
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
