@@ -55,6 +55,22 @@ def _vm(pid: int, key: str) -> int:
     return 0
 
 
+def _rollup(pid: int) -> dict[str, int]:
+    """Resident bytes by kind from /proc/PID/smaps_rollup: anonymous (heap, arenas, packed
+    weights) against file-backed (libraries, mapped files), which are shareable and clean."""
+    kb: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            kb[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return {"rss": kb["Rss"], "anon": kb["Anonymous"], "file": kb["Rss"] - kb["Anonymous"]}
+
+
+def _dump_smaps(pid: int, name: str) -> None:
+    if os.environ.get("BENCH_SMAPS_DIR"):
+        Path(os.environ["BENCH_SMAPS_DIR"], name).write_text(Path(f"/proc/{pid}/smaps").read_text())
+
+
 def kiosk_frame(src: Path, dst: Path) -> Path:
     """The sample photo as a 640x480 camera frame: centre cut to 4:3, resized."""
     img = Image.open(src).convert("RGB")
@@ -142,6 +158,9 @@ def main() -> None:
             pass
         ready_s = time.perf_counter() - t0
         rss_ready = _vm(proc.pid, "VmRSS")
+        at_ready = _rollup(proc.pid)
+        peak_ready = _vm(proc.pid, "VmHWM")
+        _dump_smaps(proc.pid, "ready")
         frame = load_image(frame_path)
         frames = [frame] * 3
         refs = [template]
@@ -169,6 +188,8 @@ def main() -> None:
             via_api.append(time.perf_counter() - t)
             assert code == 200 and answer["decision"] == "match", answer
         peak = _vm(proc.pid, "VmHWM")
+        at_end = _rollup(proc.pid)
+        _dump_smaps(proc.pid, "end")
     finally:
         proc.terminate()
         proc.wait(60)
@@ -176,7 +197,12 @@ def main() -> None:
     w = statistics.median(without_pad)
     print(f"start to READY=1        {ready_s:8.2f} s")
     print(f"RSS at READY            {rss_ready / 2**20:8.1f} MiB")
-    print(f"peak RSS (VmHWM)        {peak / 2**20:8.1f} MiB")
+    print(f"peak RSS (VmHWM)        {peak / 2**20:8.1f} MiB (by READY: {peak_ready / 2**20:.1f})")
+    for label, r in (("at READY", at_ready), ("after the requests", at_end)):
+        print(
+            f"  {label:20} RSS {r['rss'] / 2**20:6.1f} MiB: anonymous {r['anon'] / 2**20:6.1f},"
+            f" file-backed {r['file'] / 2**20:6.1f}"
+        )
     print(f"pipeline without PAD    {w * 1000:8.1f} ms (median of {args.n}, burst of 3)")
     print(f"pipeline direct, burst3 {d * 1000:8.1f} ms (median of {args.n}, with PAD)")
     print(f"ratio with / without PAD{d / w:8.2f}")

@@ -29,7 +29,9 @@ class AttemptsRefused(EdgeError):
 def run_cmd() -> None:
     """Run the kiosk daemon (under systemd: Type=notify)."""
     from edge.daemon import Daemon
+    from edge.malloc_tuning import tune_malloc
 
+    tune_malloc()  # before the models and the first frames are allocated
     cfg = get_config()
     check_files(cfg)  # a missing TLS file is named now (exit 2), not at the first connect
     if cfg.camera.backend == "replay":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,25 @@ def read_checked(path: Path, expected_sha256: str) -> bytes:
             f"{expected_sha256[:16]}...: the model file was altered or replaced"
         )
     return data
+
+
+def sha256_file(path: Path, expected_sha256: str) -> int:
+    """The file's size, only if it hashes to what the manifest says (else ModelError);
+    read in pieces, so no copy of a large model is held."""
+    try:
+        with path.open("rb") as f:
+            got = hashlib.file_digest(f, "sha256").hexdigest()
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file missing") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    if got != expected_sha256:
+        raise ModelError(
+            f"{path}: sha256 {got[:16]}... does not match the manifest's "
+            f"{expected_sha256[:16]}...: the model file was altered or replaced"
+        )
+    return size
 
 
 def verify_files(manifest: Manifest) -> None:
