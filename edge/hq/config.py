@@ -88,9 +88,9 @@ class SuspectsConfig:
     region_level: str = field(
         default="district", metadata={"choices": ("district", "subdistrict", "none")}
     )
-    region_threshold: float = field(default=0.5262, metadata=_rng(-1.0, 1.0))
+    region_threshold: float = field(default=0.698, metadata=_rng(-1.0, 1.0))
     national: bool = True
-    national_threshold: float = field(default=0.6046, metadata=_rng(-1.0, 1.0))
+    national_threshold: float = field(default=0.8493, metadata=_rng(-1.0, 1.0))
     index: str = field(default="ivf", metadata={"choices": ("ivf", "hnsw", "flat")})
     ivf_nlist: int = field(default=0, metadata=_rng(0, 1_000_000))  # 0: 4*sqrt(n)
     ivf_nprobe: int = field(default=16, metadata=_rng(1, 1_000_000))
