@@ -26,7 +26,8 @@ from edge.hq.suspects import Pairs
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
 TRAIN_PER_LIST = 64
-MIN_IVF = 20_000  # training points per IVF list (FAISS warns under 39)
+MIN_IVF = 20_000
+RANGE_BATCH = 1000  # training points per IVF list (FAISS warns under 39)
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,33 @@ def tune(index: Any, spec: IndexSpec) -> None:
         index.hnsw.efSearch = spec.ef_search
 
 
+def range_hits(
+    index: Any, q: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query row in q, index label, score) for every score >= threshold.
+
+    Batches of RANGE_BATCH queries: faiss-cpu 1.15's IndexHNSW.range_search aborts the
+    process (RangeSearchResult::do_allocation assertion) on a few thousand queries at once.
+    """
+    radius = float(np.float32(threshold) - np.float32(1e-6))  # FAISS keeps > radius for IP
+    rows, labs, scores = [], [], []
+    for s in range(0, q.shape[0], RANGE_BATCH):
+        lims, d, lab = index.range_search(q[s : s + RANGE_BATCH], radius)
+        counts = np.diff(lims.astype(np.int64))
+        rows.append(np.repeat(np.arange(s, s + counts.size, dtype=np.int64), counts))
+        labs.append(lab.astype(np.int64))
+        scores.append(d.astype(np.float32))
+    r, lab, d = (np.concatenate(x) if x else np.zeros(0) for x in (rows, labs, scores))
+    keep = d >= threshold
+    return r[keep].astype(np.int64), lab[keep].astype(np.int64), d[keep].astype(np.float32)
+
+
 def range_pairs(index: Any, m: np.ndarray, start: int, stop: int, threshold: float) -> Pairs:
     """Pairs (i, j), i in [start, stop), j > i, with index score >= threshold."""
-    radius = np.float32(threshold) - np.float32(1e-6)  # FAISS keeps scores > radius for IP
-    lims, scores, labels = index.range_search(m[start:stop], float(radius))
-    counts = np.diff(lims.astype(np.int64))
-    qi = np.repeat(np.arange(start, stop, dtype=np.int64), counts)
-    lab = labels.astype(np.int64)
-    keep = (lab > qi) & (scores >= threshold)
-    return Pairs(qi[keep], lab[keep], scores[keep].astype(np.float32))
+    r, lab, d = range_hits(index, m[start:stop], threshold)
+    qi = r + start
+    keep = lab > qi
+    return Pairs(qi[keep], lab[keep], d[keep])
 
 
 def fingerprint(ids: Sequence[str], dim: int, threshold: float, spec: IndexSpec) -> str:

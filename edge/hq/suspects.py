@@ -22,6 +22,7 @@ SUSPECT_THRESHOLD: float = 0.4195
 SUSPECT_THRESHOLD_FMR = 1e-4  # the FMR this threshold was calibrated at (see above)
 FMR_1E4_THRESHOLD = SUSPECT_THRESHOLD  # the name callers use
 BLOCK = 2048
+BLOCK_FLOATS = 1 << 26  # at most this many scores (256 MB) in flight: rows shrink as n grows
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def _normalise(faces: Sequence[Face]) -> np.ndarray:
 def exact_pairs(
     m: np.ndarray, threshold: float, rows: np.ndarray | None = None, block: int = BLOCK
 ) -> Pairs:
-    """Every pair i < j of unit rows with cosine >= threshold, blockwise (BLOCK x n floats).
+    """Every pair i < j of unit rows with cosine >= threshold, blockwise (rows x n floats,
+    at most BLOCK rows and BLOCK_FLOATS scores).
 
     `rows` restricts the search to those row indices (a region's block), so one matrix
     serves every block; the result still holds global indices.
@@ -91,6 +93,7 @@ def exact_pairs(
     idx = np.arange(m.shape[0]) if rows is None else np.asarray(rows, np.int64)
     sub = m[idx] if rows is not None else m
     parts = []
+    block = max(1, min(block, BLOCK_FLOATS // max(idx.size, 1)))
     for start in range(0, idx.size, block):
         sims = sub[start : start + block] @ sub.T
         r, c = np.nonzero(sims >= threshold)
