@@ -3,9 +3,9 @@
     nice .venv/bin/python -m bench.hq_suspects [--n 100000,1000000,5000000] [--json]
         [--real /work/cache-hq/faces-dev-sface-int8.npz] [--threshold T]
 
-Population: real faces-dev embeddings (every usable photo of every identity with 2+
-photos, each photo enrolled as its own KPM: the planted duplicates, 9,640 true pairs of
-which those at or above the threshold are the ones a search must find) among synthetic
+Population: real faces-dev embeddings (all 3,409 usable photos, each enrolled as its own
+KPM: the photos of the 372 identities with 2-12 photos are the planted duplicates, 9,640
+true pairs, of which those at or above the threshold are what a search must find) among synthetic
 faces drawn from a Gaussian fitted to the real embeddings (mean and covariance, with a
 spread factor tuned so synthetic pairs' top-1e-3 score quantile equals the measured
 impostor one; the other quantiles are printed next to the real ones as the check).
@@ -47,8 +47,8 @@ SEED = 20261207
 TARGET_N = 20_000_000
 
 
-def load_real(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(unit embeddings, identity labels) of the usable photos of multi-photo identities."""
+def load_real(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit embeddings, identity labels, photos per identity) of the usable photos."""
     with np.load(path, allow_pickle=False) as z:
         emb, ok, key = z["emb"], z["ok"], str(z["key"])
     paths = json.loads(key)[1]
