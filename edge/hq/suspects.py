@@ -1,13 +1,12 @@
-"""1:N search for one face verified for different KPMs in a period. Pure numpy.
+"""1:N pieces in pure numpy: exact blockwise pair search, and pairs joined into groups.
 
-The threshold must be the embedder's operating point at FMR 1e-4 (cosine similarity of
-L2-normalised SFace embeddings), higher than the kiosk's 1:1 point at FMR 1e-3, because at
-1:N over n faces the expected false pairs grow as n^2/2 x FMR: a suspect is a lead for a
-reviewer, never a verdict.
-
-The value is the FMR 1e-4 operating point of the shipped int8 SFace embedder measured by
-`edge eval` on faces-dev (docs/accuracy.md: threshold 0.4195, FNMR 0.0166 there). It belongs
-to the embedder's sha256: recalibrate both this and `face.threshold` when the model changes.
+`edge hq report` runs two passes per period (edge/hq/search.py): exact search inside each
+district or sub-district block, and a national FAISS pass (edge/hq/national.py); both feed
+`group_pairs`. Their thresholds come from an extreme-value fit of the impostor tail
+(edge/hq/calibrate.py, docs/suspects.md), far above the FMR 1e-4 point, because over n
+faces the expected false pairs grow as n^2/2 x FMR. `find_suspects` (all pairs, one
+threshold, default the FMR 1e-4 point 0.4195 on faces-dev) remains for district-sized runs.
+A suspect is a lead for a reviewer, never a verdict.
 """
 
 from __future__ import annotations
