@@ -251,3 +251,30 @@ def test_gpd_fit_recovers_known_tail_and_inverts() -> None:
     # 20M faces, 38 provinces: 100 leads per province, half to each pass
     assert pop.fmr_target("national") == pytest.approx(50 / (20e6 * (20e6 - 1) / 2 / 38))
     assert pop.fmr_target("subdistrict") > pop.fmr_target("district") > pop.fmr_target("national")
+
+
+@pytest.mark.data
+def test_faces_dev_strangers_make_no_group_at_the_chosen_thresholds(tmp_path: Path) -> None:
+    """One photo per faces-dev person (1,170 people), all in one district: no group at the
+    configured thresholds; at the kiosk-style FMR 1e-4 point (0.4195) strangers do group."""
+    from bench.hq_calibrate import MISLABELLED_PHOTOS, SAME_PERSON
+    from edge.infer.images import load_image
+    from tests.support.faces import dev_faces, identities, photos, pipeline
+
+    dev, pipe = dev_faces(), pipeline()
+    alias = {b for _a, b in SAME_PERSON}  # one name of each person listed twice
+    faces = []
+    for name in identities(1, dev):
+        usable = [p for p in photos(name, dev) if f"{name}/{p.name}" not in MISLABELLED_PHOTOS]
+        if name in alias or not usable:
+            continue
+        r = pipe.analyse(load_image(usable[0]), gates=False)
+        assert r.embedding is not None, name
+        faces.append(Face(name, name, "kiosk", r.embedding))
+    assert len(faces) > 1100
+    regions = {f.kpm_id: Region("P", "One", "") for f in faces}
+    cfg = replace(SuspectsConfig(), index="hnsw")
+    res = search_period("dev", faces, regions, cfg, tmp_path)
+    assert res.suspects == [], [s.kpm_ids for s in res.suspects]
+    old = replace(cfg, region_threshold=0.4195, national=False)
+    assert len(search_period("dev-old", faces, regions, old, tmp_path).suspects) > 0
