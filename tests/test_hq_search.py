@@ -107,6 +107,7 @@ def test_planted_face_across_two_regions_found_by_both_passes(
     (searched,) = rep["suspect_search"]["periods"]
     assert searched["faces"] == 123
     assert searched["region"]["blocks"] == {"DIY/Bantul": 61, "DIY/Sleman": 62}
+    assert searched["region"]["blocks_not_searched"] == []
     assert searched["national"]["index"] == "IndexHNSWFlat"
     assert searched["national"]["M"] == 32 and searched["national"]["efSearch"] == 128
     assert Path(searched["national"]["index_file"]).is_file()
@@ -117,6 +118,13 @@ def test_planted_face_across_two_regions_found_by_both_passes(
     assert code == 0, err
     (sus,) = json.loads(out)["suspects"]
     assert sus["kpm_ids"] == ["SL-P1", "SL-P2"] and sus["found_by"] == ["region"]
+    # a block too big for exact search is named, not searched (the national pass covers it)
+    cfg4 = _cfg(tmp_path, db_url, "small", national=False, max_block=61)
+    code, out, err = run(capsys, "hq", "report", "--json", "--actor", "auditor", *cfg4)
+    assert code == 0, err
+    rep4 = json.loads(out)
+    assert rep4["suspects"] == []
+    assert rep4["suspect_search"]["periods"][0]["region"]["blocks_not_searched"] == ["DIY/Sleman"]
     # national alone (no regions): all three
     cfg3 = _cfg(tmp_path, db_url, "national", region_level="none")
     code, out, err = run(capsys, "hq", "report", "--actor", "auditor", *cfg3)

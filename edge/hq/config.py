@@ -89,6 +89,7 @@ class SuspectsConfig:
         default="district", metadata={"choices": ("district", "subdistrict", "none")}
     )
     region_threshold: float = field(default=0.698, metadata=_rng(-1.0, 1.0))
+    max_block: int = field(default=200_000, metadata=_rng(2, 100_000_000))
     national: bool = True
     national_threshold: float = field(default=0.8493, metadata=_rng(-1.0, 1.0))
     index: str = field(default="ivf", metadata={"choices": ("ivf", "hnsw", "flat")})

@@ -8,6 +8,7 @@ the report, so a reviewer knows what "no suspect" covered.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from edge.hq.national import IndexSpec, national_pass
 from edge.hq.regions import Region
 from edge.hq.suspects import Face, Pairs, Suspect, exact_pairs, group_pairs, normalise
 
+log = logging.getLogger(__name__)
 UNPLACED = "(no region)"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -53,8 +55,14 @@ def region_pass(
 ) -> tuple[Pairs, dict[str, Any]]:
     found = []
     parts = blocks(faces, regions, cfg.region_level)
-    for rows in parts.values():
-        if rows.size > 1:
+    skipped = []
+    for name, rows in parts.items():
+        if rows.size > cfg.max_block:  # e.g. no regions imported: that is the national pass
+            log.warning(
+                "1:N: block %s has %d faces (> max_block): not searched in-region", name, rows.size
+            )
+            skipped.append(name)
+        elif rows.size > 1:
             found.append(exact_pairs(m, cfg.region_threshold, rows))
     pairs = Pairs.concat(found)
     info = {
@@ -62,6 +70,7 @@ def region_pass(
         "threshold": cfg.region_threshold,
         "method": "exact (blockwise numpy)",
         "blocks": {k: int(v.size) for k, v in parts.items()},
+        "blocks_not_searched": skipped,
         "pairs": int(pairs.i.size),
     }
     return pairs, info
