@@ -81,7 +81,11 @@ def random_pair_scores(m: np.ndarray, pairs: int, rng: np.random.Generator) -> n
     i = rng.integers(0, m.shape[0], pairs)
     j = rng.integers(0, m.shape[0], pairs)
     keep = i != j
-    return np.einsum("ij,ij->i", m[i[keep]], m[j[keep]])
+    i, j = i[keep], j[keep]
+    out = np.empty(i.size, np.float32)
+    for s in range(0, i.size, 500_000):  # chunks: two gathered copies would be 6 GB
+        out[s : s + 500_000] = np.einsum("ij,ij->i", m[i[s : s + 500_000]], m[j[s : s + 500_000]])
+    return out
 
 
 def real_impostors(real: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -140,6 +144,11 @@ def exact_rows(m: np.ndarray, rows: np.ndarray, threshold: float) -> Pairs:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -231,7 +240,9 @@ def one_size(args: argparse.Namespace) -> dict[str, Any]:
         del index
         return res
 
-    out["ivf"] = run_index(IndexSpec("ivf", 0, 16), queries_all=n <= 1_000_000 or args.full)
+    out["ivf"] = run_index(
+        IndexSpec("ivf", 0, args.nprobe), queries_all=n <= 1_000_000 or args.full
+    )
     out["rss_after_ivf_mb"] = round(_rss_mb(), 1)
     if n <= 100_000:
         out["hnsw"] = run_index(IndexSpec("hnsw", hnsw_m=32, ef_search=128), queries_all=True)
@@ -258,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", default="100000,1000000,5000000", help="sizes, comma separated")
     ap.add_argument("--real", default=str(REAL), help="edge eval --cache .npz of faces-dev")
     ap.add_argument("--threshold", type=float, default=SuspectsConfig().national_threshold)
+    ap.add_argument("--nprobe", type=int, default=SuspectsConfig().ivf_nprobe)
     ap.add_argument("--sample", type=int, default=1000, help="random exact rows above 100k")
     ap.add_argument("--full", action="store_true", help="index queries every row at any n")
     ap.add_argument("--json", action="store_true")
@@ -308,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         cmd = [sys.executable, "-m", "bench.hq_suspects", "--one", str(n), "--real", args.real,
                "--threshold", str(args.threshold), "--spread", str(spread),
-               "--sample", str(args.sample)] + (["--full"] if args.full else [])  # fmt: skip
+               "--sample", str(args.sample), "--nprobe", str(args.nprobe)] + (["--full"] if args.full else [])  # fmt: skip
         with tempfile.TemporaryFile() as err:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, check=False)
             if proc.returncode != 0:

@@ -125,11 +125,24 @@ def range_hits(
 
 
 def range_pairs(index: Any, m: np.ndarray, start: int, stop: int, threshold: float) -> Pairs:
-    """Pairs (i, j), i in [start, stop), j > i, with index score >= threshold."""
+    """Pairs (i, j), i < j, one of them in [start, stop), with index score >= threshold.
+
+    Both directions count: an approximate index may find j from i but not i from j, so a
+    pair is kept whichever end found it (`unique_pairs` drops the repeats)."""
     r, lab, d = range_hits(index, m[start:stop], threshold)
     qi = r + start
-    keep = lab > qi
-    return Pairs(qi[keep], lab[keep], d[keep])
+    keep = lab != qi
+    qi, lab, d = qi[keep], lab[keep], d[keep]
+    return unique_pairs(Pairs(np.minimum(qi, lab), np.maximum(qi, lab), d))
+
+
+def unique_pairs(p: Pairs) -> Pairs:
+    if p.i.size == 0:
+        return p
+    key = np.stack([p.i, p.j], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    first = np.sort(first)
+    return Pairs(p.i[first], p.j[first], p.score[first])
 
 
 def fingerprint(ids: Sequence[str], dim: int, threshold: float, spec: IndexSpec) -> str:
@@ -240,4 +253,4 @@ def national_pass(
         "run_s": round(time.monotonic() - started, 3),
         "index_file": str(index_file),
     }
-    return NationalResult(Pairs.concat(parts), info)
+    return NationalResult(unique_pairs(Pairs.concat(parts)), info)
