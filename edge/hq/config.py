@@ -94,7 +94,7 @@ class SuspectsConfig:
     national_threshold: float = field(default=0.8493, metadata=_rng(-1.0, 1.0))
     index: str = field(default="ivf", metadata={"choices": ("ivf", "hnsw", "flat")})
     ivf_nlist: int = field(default=0, metadata=_rng(0, 1_000_000))  # 0: 4*sqrt(n)
-    ivf_nprobe: int = field(default=16, metadata=_rng(1, 1_000_000))
+    ivf_nprobe: int = field(default=64, metadata=_rng(1, 1_000_000))  # bench.hq_nprobe
     hnsw_m: int = field(default=32, metadata=_rng(4, 256))
     hnsw_ef_search: int = field(default=128, metadata=_rng(8, 100_000))
     chunk: int = field(default=50_000, metadata=_rng(100, 10_000_000))
