@@ -25,9 +25,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from edge_tools.evaluation import evaluate as ev  # noqa: E402
 
 from edge.config import FaceConfig  # noqa: E402
-from edge.infer import evaluate as ev  # noqa: E402
 from edge.infer.images import load_image  # noqa: E402
 from edge.infer.manifest import load_manifest  # noqa: E402
 from edge.infer.metrics import summary  # noqa: E402

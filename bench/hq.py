@@ -25,10 +25,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from edge.hq.checks import check_message
-from edge.hq.db import open_database
-from edge.hq.registry import KeyCache, add_device
-from edge.hq.store import Incoming, store_batch
+from edge_hq.checks import check_message
+from edge_hq.db import open_database
+from edge_hq.registry import KeyCache, add_device
+from edge_hq.store import Incoming, store_batch
+
 from edge.records import canonical_json
 from tests.support.helpers import write_toml
 from tests.support.hq import PgServer, SimKiosk, hq_box_key, hq_key_dir
@@ -73,7 +74,7 @@ def bench_store(url: str, fleet: list[SimKiosk], msgs: list[tuple[SimKiosk, byte
 
 
 WORKER_CODE = (
-    "import sys; from edge.cli import cli, main; from edge.cli.hq_cmd import hq_group\n"
+    "import sys; from edge.cli import cli, main; from edge_hq.cli import hq_group\n"
     "'hq' in cli.commands or cli.add_command(hq_group)\nsys.exit(main(sys.argv[1:]))"
 )
 

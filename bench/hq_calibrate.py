@@ -1,4 +1,4 @@
-"""The 1:N suspect thresholds for the shipped embedder (edge/hq/calibrate.py does the math).
+"""The 1:N suspect thresholds for the shipped embedder (hq/edge_hq/calibrate.py does the math).
 
     .venv/bin/python -m bench.hq_calibrate --faces ../shared/data/faces-dev \\
         --cache /work/cache-hq/faces-dev-sface-int8.npz [--embedder-variant fp32] [--json]
@@ -7,7 +7,7 @@ Embeds the labelled set with the kiosk's own pipeline (the `edge eval` code, cac
 --cache outside the repository), scores every genuine and impostor pair, fits the impostor
 tail and prints the thresholds for the national and in-region passes with their
 uncertainty and FNMR. Re-run it whenever the embedder changes and put the thresholds in
-[suspects] of hq.toml (and the defaults in edge/hq/config.py).
+[suspects] of hq.toml (and the defaults in hq/edge_hq/config.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge.hq.calibrate import Population, calibrate
+from edge_hq.calibrate import Population, calibrate
 
 # faces-dev is LFW: a few of its "impostor" pairs are one person under two names (known
 # LFW label errors, checked by eye on the top-scoring impostor pairs, 0.65-0.85). They are
@@ -50,8 +50,9 @@ def drop_label_errors(data: Any, sc: Any) -> tuple[Any, int]:
 
 
 def _scores(args: argparse.Namespace) -> tuple[Any, ...]:
+    from edge_tools.evaluation import evaluate as ev
+
     from edge.config import FaceConfig
-    from edge.infer import evaluate as ev
     from edge.infer.pipeline import FacePipeline
 
     face = replace(FaceConfig(), runtime=args.runtime, threads=1)

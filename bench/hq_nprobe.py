@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edge_hq.config import SuspectsConfig
+from edge_hq.national import IndexSpec, build_index, range_hits
 
 from bench.hq_suspects import REAL, SEED, Synth, exact_rows, load_real
-from edge.hq.config import SuspectsConfig
-from edge.hq.national import IndexSpec, build_index, range_hits
 
 SPREAD = 1.032  # bench.hq_suspects' tuned value (its distribution_check)
 

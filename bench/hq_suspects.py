@@ -11,10 +11,10 @@ spread factor tuned so synthetic pairs' top-1e-3 score quantile equals the measu
 impostor one; the other quantiles are printed next to the real ones as the check).
 
 Each size runs in its own child process (peak RSS is that child's). Per size:
-  exact   blockwise numpy (edge/hq/suspects.exact_pairs): over all pairs at 100k; above
+  exact   blockwise numpy (hq/edge_hq/suspects.exact_pairs): over all pairs at 100k; above
           that over the planted rows (plus `--sample` random rows) against all n, its
           time scaled by n / rows searched (every row costs the same n dot products)
-  index   IndexIVFFlat (nlist 4*sqrt(n), nprobe 16) through edge/hq/national: build and
+  index   IndexIVFFlat (nlist 4*sqrt(n), nprobe 16) through hq/edge_hq/national: build and
           range search of every row at 100k and 1M; above 1M (unless --full) of the same
           rows the exact search used, time scaled the same way
   recall  of the exact pairs at or above the threshold found in the exact rows, by the index
@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge.hq.config import SuspectsConfig
-from edge.hq.national import IndexSpec, build_index, range_hits, range_pairs, tune
-from edge.hq.suspects import Pairs, exact_pairs, normalise
+from edge_hq.config import SuspectsConfig
+from edge_hq.national import IndexSpec, build_index, range_hits, range_pairs, tune
+from edge_hq.suspects import Pairs, exact_pairs, normalise
 
 REAL = Path("/work/cache-hq/faces-dev-sface-int8.npz")
 SEED = 20261207

@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings
+from edge_hq.db import open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import add_device
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from edge.api import request_json
 from edge.config import FaceConfig
-from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings
-from edge.hq.db import open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import add_device
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import b64, device_id_for, init_device_key

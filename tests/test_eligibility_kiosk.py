@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.roster_build import KpmRow, build_bundle
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
@@ -25,7 +26,6 @@ from edge.eligibility import (
     ROSTER_EXPIRED,
     ROSTER_NOT_YET_VALID,
 )
-from edge.hq.roster_build import KpmRow, build_bundle
 from edge.infer.images import load_image
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.keys import device_id_for

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_tools.evaluation.evaluate import reference_study
 
 from edge.errors import BadInput
-from edge.infer.evaluate import reference_study
 from tests.support.faces import dev_faces, identities, photos
 
 

@@ -7,10 +7,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+from edge_hq.checks import Accepted, check_message
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from edge.hq.checks import Accepted, check_message
 from edge.keys import device_id_for
 from edge.store import Store
 from edge.uplink.wire import DICT_V1, FORMAT_DEFLATE_V1, WireError, WireTooLarge, decode, encode

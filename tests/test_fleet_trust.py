@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edge_hq.db import Database, open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import add_device
 
-from edge.hq.db import Database, open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import add_device
 from edge.records import canonical_json
 from edge.roster import format_utc, sign_bundle
 from edge.store import Store
@@ -355,7 +355,7 @@ def test_forks_and_bogus_links_are_stored_acked_and_flagged(pki: Pki, tmp_path: 
     a gap. HQ stores and acks both (signed evidence; a kiosk must not resend forever) and the
     report marks A compromised; the bogus link is 'unverified' until its predecessor arrives,
     then a fork."""
-    from edge.hq.report import device_report
+    from edge_hq.report import device_report
 
     a = SimKiosk(hq_box_key().public_key)
     chain = [a.record(kpm_id=f"K{i}") for i in range(1, 6)]  # seq 1..5
@@ -380,8 +380,9 @@ def test_forks_and_bogus_links_are_stored_acked_and_flagged(pki: Pki, tmp_path: 
 
 def test_ingest_without_hq_signing_key_refuses_to_start(tmp_path: Path) -> None:
     """No key, no unsigned acks: the worker stops at start with a message naming the file."""
+    from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings, KeysConfig
+
     from edge.errors import DeviceMissing
-    from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, KeysConfig
 
     settings = HqSettings(
         broker=BrokerConfig(tls=False),

@@ -7,9 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
-from nacl.signing import SigningKey
-
-from edge.hq.checks import (
+from edge_hq.checks import (
     BAD_SIGNATURE,
     MALFORMED,
     TOO_LARGE,
@@ -23,8 +21,10 @@ from edge.hq.checks import (
     link_issues,
     summarise_chain,
 )
-from edge.hq.ingest import ack_payloads, topic_device
-from edge.hq.suspects import Face, find_suspects
+from edge_hq.ingest import ack_payloads, topic_device
+from edge_hq.suspects import Face, find_suspects
+from nacl.signing import SigningKey
+
 from edge.records import GENESIS_HASH, canonical_json, record_hash
 from edge.uplink.acks import parse_acks
 from tests.support.hq import SimKiosk, hq_box_key, unit_vector

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_hq.checks import check_message
+from edge_hq.cli import hq_group
+from edge_hq.db import open_database
+from edge_hq.keys import load_hq_box
+from edge_hq.registry import KeyCache
+from edge_hq.store import Incoming, store_batch
 
 from edge.cli import cli, main
-from edge.cli.hq_cmd import hq_group
-from edge.hq.checks import check_message
-from edge.hq.db import open_database
-from edge.hq.keys import load_hq_box
-from edge.hq.registry import KeyCache
-from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
 from tests.support.helpers import write_toml
 from tests.support.hq import SimKiosk, unit_vector

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from edge_hq.config import load_hq_config, parse_hq_config
 
 from edge.config import ConfigError
-from edge.hq.config import load_hq_config, parse_hq_config
 
 REPO = Path(__file__).resolve().parents[1]
 

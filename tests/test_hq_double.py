@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.captures import Candidate, pick_captures
+from edge_hq.checks import check_message
+from edge_hq.cli import hq_group
+from edge_hq.db import Database, open_database
+from edge_hq.keys import load_hq_box, load_hq_signing
+from edge_hq.registry import KeyCache
+from edge_hq.store import Incoming, store_batch
 
 from edge.cli import cli, main
-from edge.cli.hq_cmd import hq_group
 from edge.config import FaceConfig
-from edge.hq.captures import Candidate, pick_captures
-from edge.hq.checks import check_message
-from edge.hq.db import Database, open_database
-from edge.hq.keys import load_hq_box, load_hq_signing
-from edge.hq.registry import KeyCache
-from edge.hq.store import Incoming, store_batch
 from edge.infer.pipeline import FacePipeline, enroll_template
 from edge.records import canonical_json
 from edge.roster import load_bundle_bytes, verify_bundle
@@ -249,7 +249,8 @@ def test_two_real_kiosks_one_kpm_one_period_end_to_end(
 ) -> None:
     """Two kiosk stacks (own store, own key, real TFLite) each serve KPM-7 from the same
     signed roster: each kiosk alone sees nothing wrong; HQ's report names both records."""
-    from edge.hq.roster_build import KpmRow, build_bundle
+    from edge_hq.roster_build import KpmRow, build_bundle
+
     from edge.infer.images import load_image
     from edge.keys import b64
     from edge.roster import parse_utc

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_hq.checks import check_message
+from edge_hq.db import open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import KeyCache, add_device
+from edge_hq.report import device_report
+from edge_hq.store import Incoming, store_batch
 from nacl.signing import SigningKey
 
-from edge.hq.checks import check_message
-from edge.hq.db import open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import KeyCache, add_device
-from edge.hq.report import device_report
-from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json, record_hash
 from tests.support.helpers import wait_for
 from tests.support.hq import SimKiosk, hq_box_key
@@ -46,7 +46,7 @@ def _ingest(db: Any, kiosk: SimKiosk, records: list[dict[str, Any]]) -> None:
 
 
 def test_report_flags_a_missing_tail(tmp_path: Path) -> None:
-    from edge.hq.heads import handle_status, heads_by_device, record_head
+    from edge_hq.heads import handle_status, heads_by_device, record_head
 
     db = open_database(str(tmp_path / "hq.db"))
     kiosk = SimKiosk(hq_box_key().public_key)
@@ -79,7 +79,7 @@ def test_report_flags_a_missing_tail(tmp_path: Path) -> None:
 
 
 def test_status_head_reaches_hq_through_the_broker(pki: Pki, tmp_path: Path) -> None:
-    from edge.hq.heads import heads_by_device
+    from edge_hq.heads import heads_by_device
 
     url = str(tmp_path / "hq.db")
     db = open_database(url)

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edge_hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE
+from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings, IngestConfig, KeysConfig
+from edge_hq.db import is_postgres, open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.registry import add_device
+from edge_hq.report import build_report
 
-from edge.hq.checks import BAD_SIGNATURE, UNKNOWN_DEVICE
-from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings, IngestConfig, KeysConfig
-from edge.hq.db import is_postgres, open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.registry import add_device
-from edge.hq.report import build_report
 from edge.records import canonical_json
 from tests.support.helpers import wait_for
 from tests.support.hq import SimKiosk, hq_box_key, hq_key_dir
@@ -297,7 +297,7 @@ def test_no_ack_while_database_is_down_then_redelivered_and_stored(
 
 
 WORKER_CODE = (
-    "import sys; from edge.cli import cli, main; from edge.cli.hq_cmd import hq_group\n"
+    "import sys; from edge.cli import cli, main; from edge_hq.cli import hq_group\n"
     "'hq' in cli.commands or cli.add_command(hq_group)\nsys.exit(main(sys.argv[1:]))"
 )
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_hq.db import open_database
+from edge_hq.ingest import IngestWorker
+from edge_hq.publish import publish_retained, roster_topic
+from edge_hq.registry import add_device
+from edge_hq.report import build_report
+from edge_hq.roster_build import build_bundle, parse_kpm_csv
 from nacl.signing import SigningKey
 
-from edge.hq.db import open_database
-from edge.hq.ingest import IngestWorker
-from edge.hq.publish import publish_retained, roster_topic
-from edge.hq.registry import add_device
-from edge.hq.report import build_report
-from edge.hq.roster_build import build_bundle, parse_kpm_csv
 from edge.keys import b64
 from edge.records import canonical_json
 from edge.store import Store

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.config import BrokerConfig, HqSettings
+from edge_hq.publish import publish_retained, roster_topic
+from edge_hq.roster_build import build_bundle, compute_templates, parse_kpm_csv, photos_for
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
-from edge.hq.config import BrokerConfig, HqSettings
-from edge.hq.publish import publish_retained, roster_topic
-from edge.hq.roster_build import build_bundle, compute_templates, parse_kpm_csv, photos_for
 from edge.records import canonical_json
 from edge.roster import RosterRefused, load_bundle_bytes, verify_bundle
 from tests.support.faces import FACES, OTHER, PERSON
@@ -154,9 +154,10 @@ def test_roster_build_command_with_the_real_embedder(
     """CSV + civil-registry style photos -> a bundle the kiosk verifies; templates are faces."""
     import json
 
+    from edge_hq.cli import hq_group
+    from edge_hq.keys import load_hq_signing
+
     from edge.cli import cli, main
-    from edge.cli.hq_cmd import hq_group
-    from edge.hq.keys import load_hq_signing
     from edge.infer.manifest import load_manifest
     from tests.support.helpers import write_toml
 

@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.calibrate import Population, TailFit, fit_gpd
+from edge_hq.cli import hq_group
+from edge_hq.config import SuspectsConfig, parse_hq_config
+from edge_hq.db import open_database
+from edge_hq.keys import load_hq_box
+from edge_hq.national import IndexSpec, national_pass
+from edge_hq.regions import Region
+from edge_hq.search import search_period
+from edge_hq.suspects import Face, normalise
 
 from edge.cli import cli, main
-from edge.cli.hq_cmd import hq_group
 from edge.config import ConfigError
-from edge.hq.calibrate import Population, TailFit, fit_gpd
-from edge.hq.config import SuspectsConfig, parse_hq_config
-from edge.hq.db import open_database
-from edge.hq.keys import load_hq_box
-from edge.hq.national import IndexSpec, national_pass
-from edge.hq.regions import Region
-from edge.hq.search import search_period
-from edge.hq.suspects import Face, normalise
 from tests.support.helpers import write_toml
 from tests.support.hq import SimKiosk, unit_vector
 from tests.test_hq_double import _register, _store
@@ -167,8 +167,8 @@ def test_no_false_group_at_the_chosen_thresholds(tmp_path: Path) -> None:
 _KILLABLE = """
 import sys, numpy as np
 from pathlib import Path
-from edge.hq.national import IndexSpec, national_pass
-from edge.hq.suspects import normalise
+from edge_hq.national import IndexSpec, national_pass
+from edge_hq.suspects import normalise
 rng = np.random.default_rng(1)
 m = normalise(rng.standard_normal((12000, 128)).astype(np.float32))
 m[6000:6050] = normalise(m[:50] + 0.02 * rng.standard_normal((50, 128)).astype(np.float32))

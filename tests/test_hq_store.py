@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from edge_hq.checks import BAD_SIGNATURE, ID_CONFLICT, MALFORMED, UNKNOWN_DEVICE, check_message
+from edge_hq.db import Database, open_database
+from edge_hq.registry import KeyCache, add_device, list_devices
+from edge_hq.report import build_report
+from edge_hq.review import NoEvidence, review_record
+from edge_hq.schema import MIGRATIONS
+from edge_hq.store import Incoming, store_batch
 
 from edge.errors import BadInput
-from edge.hq.checks import BAD_SIGNATURE, ID_CONFLICT, MALFORMED, UNKNOWN_DEVICE, check_message
-from edge.hq.db import Database, open_database
-from edge.hq.registry import KeyCache, add_device, list_devices
-from edge.hq.report import build_report
-from edge.hq.review import NoEvidence, review_record
-from edge.hq.schema import MIGRATIONS
-from edge.hq.store import Incoming, store_batch
 from edge.records import canonical_json
 from tests.support.hq import PgServer, SimKiosk, hq_box_key, unit_vector
 
@@ -135,9 +135,10 @@ def test_batch_stores_dedups_quarantines_reports_and_reviews(db_url: str) -> Non
 
 def test_a_record_postgres_refuses_is_quarantined_not_a_blocked_worker(pg: PgServer) -> None:
     """A kiosk-signed record with a NUL in a text column: PostgreSQL refuses it; the rest commit."""
-    from edge.hq.checks import STORAGE_REFUSED
-    from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings
-    from edge.hq.ingest import IngestWorker
+    from edge_hq.checks import STORAGE_REFUSED
+    from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings
+    from edge_hq.ingest import IngestWorker
+
     from edge.keys import b64
     from edge.records import signed_bytes
 

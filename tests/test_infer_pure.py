@@ -167,7 +167,7 @@ def test_templates_and_scores_refuse_bad_vectors():
 
 
 def test_impostor_pairs_all_or_a_seeded_distinct_sample():
-    from edge.infer.evaluate import genuine_pairs, impostor_pairs
+    from edge_tools.evaluation.evaluate import genuine_pairs, impostor_pairs
 
     small = np.array([0, 0, 1, 2, 2, 2])
     i, j = impostor_pairs(small, 200_000)

@@ -9,10 +9,10 @@ import statistics
 import time
 
 import pytest
+from edge_hq.review import check_reviewer
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
-from edge.hq.review import check_reviewer
 from edge.keys import device_id_for
 from edge.records import RecordInvalid, build_record, check_fields
 from edge.roster import parse_bundle, parse_utc

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_hq.roster_build import parse_kpm_csv
 from nacl.signing import SigningKey
 
 from edge.errors import BadInput
-from edge.hq.roster_build import parse_kpm_csv
 from edge.keys import device_id_for, unb64
 from edge.records import parse_record, record_hash, verify_chain
 from edge.roster import Bundle, RosterEntry, encode_template, parse_bundle
@@ -273,8 +273,9 @@ def test_attempt_limit_in_the_cli_without_a_daemon(
     write_config: WriteConfig, hq_keys: HqKeys, tmp_path: Path
 ) -> None:
     """`edge verify --image` (real models, real store): no face check past ui.max_attempts."""
+    from edge_hq.roster_build import KpmRow, build_bundle
+
     from edge.config import FaceConfig
-    from edge.hq.roster_build import KpmRow, build_bundle
     from edge.infer.pipeline import FacePipeline, enroll_template
 
     cfg = write_config(ui={"max_attempts": 2})

@@ -181,7 +181,8 @@ def test_edge_verify_with_a_still_photo_fails_the_challenge(write_config, hq_key
     import json
     import time
 
-    from edge.hq.roster_build import KpmRow, build_bundle
+    from edge_hq.roster_build import KpmRow, build_bundle
+
     from edge.records import canonical_json
 
     photo = REPO / "tests" / "data" / "pad" / "image_T1.jpg"

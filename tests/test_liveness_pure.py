@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from edge.infer.liveness import decide_liveness, frames_needed
-from edge.infer.pad import fuse_real, pad_input, resize_bilinear, scaled_box, softmax
-from edge.infer.pad_eval import (
+from edge_tools.evaluation.pad_eval import (
     FrameScore,
     apcer_at,
     decide_presentations,
@@ -15,6 +12,9 @@ from edge.infer.pad_eval import (
     rates,
     threshold_at_bpcer,
 )
+
+from edge.infer.liveness import decide_liveness, frames_needed
+from edge.infer.pad import fuse_real, pad_input, resize_bilinear, scaled_box, softmax
 from edge.infer.pipeline import LivenessPolicy
 
 
@@ -160,7 +160,7 @@ def test_presentations_are_bursts_of_one_sequence(tmp_path):
 
 
 def test_presentation_decisions_use_the_kiosk_rule(tmp_path):
-    from edge.infer.pad_eval import Presentation
+    from edge_tools.evaluation.pad_eval import Presentation
 
     p = [tmp_path / f"f{i}.jpg" for i in range(6)]
     frames = {

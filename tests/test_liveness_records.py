@@ -169,11 +169,12 @@ def test_manual_after_no_match_only_keeps_its_reason(tmp_path: Path):
 
 def test_hq_accepts_spoof_records_and_counts_spoofs_and_overrides(tmp_path: Path):
     """Through HQ's own checks (signature, shape) and store, then the period report."""
-    from edge.hq.checks import Accepted, check_message
-    from edge.hq.db import open_database
-    from edge.hq.registry import KeyCache, add_device
-    from edge.hq.report import period_report
-    from edge.hq.store import Incoming, store_batch
+    from edge_hq.checks import Accepted, check_message
+    from edge_hq.db import open_database
+    from edge_hq.registry import KeyCache, add_device
+    from edge_hq.report import period_report
+    from edge_hq.store import Incoming, store_batch
+
     from edge.keys import b64
     from edge.records import canonical_json
 

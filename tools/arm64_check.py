@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `edge`, `tests`, `tools` importable
     sys.path.insert(0, str(REPO))
 
+from edge_hq.roster_build import KpmRow, build_bundle  # noqa: E402
+
 from edge.config import FaceConfig  # noqa: E402
-from edge.hq.roster_build import KpmRow, build_bundle  # noqa: E402
 from edge.infer.pipeline import FacePipeline, enroll_template  # noqa: E402
 from edge.records import canonical_json  # noqa: E402
 from tools.arm64 import kiosk, rootfs, wheels  # noqa: E402

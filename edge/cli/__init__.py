@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 import click
+from edge_hq.cli import hq_group
+from edge_tools.demo_cmd import demo_cmd
 
 from edge import __version__
 from edge.cli.common import CliState
 from edge.cli.config_cmd import config_group
 from edge.cli.daemon_cmd import run_cmd, status_cmd, verify_cmd
-from edge.cli.demo_cmd import demo_cmd
 from edge.cli.doctor_cmd import doctor_cmd
 from edge.cli.face_cmd import enroll, eval_cmd
 from edge.cli.gps_cmd import gps_cmd
-from edge.cli.hq_cmd import hq_group
 from edge.cli.keys_cmd import keys_group
 from edge.cli.liveness_cmd import liveness_group
 from edge.cli.officer_cmd import officer_group

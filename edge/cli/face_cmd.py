@@ -102,7 +102,8 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """Accuracy on a labelled face set: FNMR at FMR 1e-2/1e-3/1e-4, EER, FTA, DET."""
-    from edge.infer import evaluate as ev
+    from edge_tools.evaluation import evaluate as ev
+
     from edge.infer.pipeline import FacePipeline
 
     face = _face_config(runtime, threads)
@@ -120,7 +121,7 @@ def eval_cmd(
         references=references,
     )
     if plot_path is not None:
-        from edge.infer.det_plot import plot_det
+        from edge_tools.evaluation.det_plot import plot_det
 
         curves = {"all": (sc.gen, sc.imp)}
         for sname in data.slices:

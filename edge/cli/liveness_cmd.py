@@ -76,7 +76,8 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """APCER, BPCER, BPCER100/BPCER20 and failure to acquire, per presentation and per frame."""
-    from edge.infer import pad_eval as pe
+    from edge_tools.evaluation import pad_eval as pe
+
     from edge.infer.pipeline import FacePipeline, LivenessPolicy
 
     cfg = effective_config()
@@ -103,7 +104,7 @@ def eval_cmd(
     if wanted:
         rep["folders"] = list(wanted)
     if plot_path is not None:
-        from edge.infer.det_plot import plot_det
+        from edge_tools.evaluation.det_plot import plot_det
 
         curves = {}
         for label, (b, a) in (("per presentation", pres), ("per frame", per_frame)):

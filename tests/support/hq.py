@@ -190,7 +190,7 @@ _KEY_DIR: list[Path] = []
 def hq_key_dir() -> Path:
     """A directory holding HQ_SIGNING_KEY as `hq-signing.key` ([keys] dir of a test HQ)."""
     if not _KEY_DIR:
-        from edge.hq.keys import SIGNING_FILE
+        from edge_hq.keys import SIGNING_FILE
 
         d = Path(tempfile.mkdtemp(prefix="hq-keys-"))
         (d / SIGNING_FILE).write_text(b64(bytes(HQ_SIGNING_KEY)) + "\n")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.hq.suspects import Pairs
+from edge_hq.suspects import Pairs
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1

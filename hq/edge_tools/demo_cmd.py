@@ -17,6 +17,6 @@ import click
 )
 def demo_cmd(workdir: Path | None) -> None:
     """Run the whole flow end to end on embedded defaults: no Pi, no configuration."""
-    from edge.demo.run import run_demo
+    from edge_tools.demo.run import run_demo
 
     sys.exit(run_demo(workdir, click.echo))

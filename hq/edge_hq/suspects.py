@@ -1,9 +1,9 @@
 """1:N pieces in pure numpy: exact blockwise pair search, and pairs joined into groups.
 
-`edge hq report` runs two passes per period (edge/hq/search.py): exact search inside each
-district or sub-district block, and a national FAISS pass (edge/hq/national.py); both feed
+`edge hq report` runs two passes per period (hq/edge_hq/search.py): exact search inside each
+district or sub-district block, and a national FAISS pass (hq/edge_hq/national.py); both feed
 `group_pairs`. Their thresholds come from an extreme-value fit of the impostor tail
-(edge/hq/calibrate.py, docs/suspects.md), far above the FMR 1e-4 point, because over n
+(hq/edge_hq/calibrate.py, docs/suspects.md), far above the FMR 1e-4 point, because over n
 faces the expected false pairs grow as n^2/2 x FMR. `find_suspects` (all pairs, one
 threshold, default the FMR 1e-4 point 0.4195 on faces-dev) remains for district-sized runs.
 A suspect is a lead for a reviewer, never a verdict.

@@ -104,7 +104,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "006_device_heads",
         [
-            # the newest signed head each kiosk published in its status (edge/hq/heads.py)
+            # the newest signed head each kiosk published in its status (hq/edge_hq/heads.py)
             """CREATE TABLE device_heads (
                 device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
                 seq {bigint} NOT NULL,

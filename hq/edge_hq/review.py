@@ -16,9 +16,9 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 
 from edge.errors import BadInput
-from edge.hq.db import Database
-from edge.hq.store import audit
 from edge.records import Evidence, open_evidence
+from edge_hq.db import Database
+from edge_hq.store import audit
 
 log = logging.getLogger(__name__)
 _REVIEWER = re.compile(r"^[A-Za-z0-9._@:-]{1,64}\Z")

@@ -26,16 +26,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.errors import DeviceMissing
-from edge.hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
-from edge.hq.config import HqSettings
-from edge.hq.db import Database
-from edge.hq.heads import handle_status, status_device, status_subscription
-from edge.hq.keys import load_hq_signing
-from edge.hq.mqtt_tls import apply_tls
-from edge.hq.registry import KeyCache
-from edge.hq.store import BatchResult, Incoming, store_batch
 from edge.uplink.acks import sign_ack
 from edge.uplink.wire import WireError, WireTooLarge, decode
+from edge_hq.checks import MALFORMED, STORAGE_REFUSED, TOO_LARGE, Rejected, check_message
+from edge_hq.config import HqSettings
+from edge_hq.db import Database
+from edge_hq.heads import handle_status, status_device, status_subscription
+from edge_hq.keys import load_hq_signing
+from edge_hq.mqtt_tls import apply_tls
+from edge_hq.registry import KeyCache
+from edge_hq.store import BatchResult, Incoming, store_batch
 
 log = logging.getLogger(__name__)
 ACK_CHUNK = 100  # ids per ack message, well under the kiosk's ack size bound
@@ -120,7 +120,7 @@ class IngestWorker:
             return
         self._generation += 1
         client.subscribe(records_subscription(self.settings), options=SubscribeOptions(qos=1))
-        b = self.settings.broker  # signed heads in the kiosks' status (edge/hq/heads.py)
+        b = self.settings.broker  # signed heads in the kiosks' status (hq/edge_hq/heads.py)
         client.subscribe(
             status_subscription(b.share_group, b.topic_prefix), options=SubscribeOptions(qos=1)
         )
@@ -308,7 +308,7 @@ class IngestWorker:
                 self.on_batch(result)
 
     def _heads(self, raw: list[tuple[int, mqtt.MQTTMessage]]) -> list[tuple[int, mqtt.MQTTMessage]]:
-        """Status messages go to edge.hq.heads (and are PUBACKed); records go on."""
+        """Status messages go to edge_hq.heads (and are PUBACKed); records go on."""
         prefix = self.settings.broker.topic_prefix
         rest = []
         for gen, m in raw:

@@ -18,8 +18,8 @@ from typing import Any
 
 from nacl.signing import VerifyKey
 
-from edge.hq.db import Database
 from edge.records import RecordInvalid, canonical_json, check_head
+from edge_hq.db import Database
 
 log = logging.getLogger(__name__)
 MAX_STATUS_BYTES = 64 * 1024

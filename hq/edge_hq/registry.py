@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from nacl.signing import VerifyKey
 
 from edge.errors import BadInput
-from edge.hq.db import Database
 from edge.keys import decode_public_key, device_id_for
+from edge_hq.db import Database
 
 _MISS_RECHECK_S = 5.0
 

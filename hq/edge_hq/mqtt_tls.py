@@ -8,7 +8,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.errors import BadInput
-from edge.hq.config import BrokerConfig
+from edge_hq.config import BrokerConfig
 
 
 def apply_tls(client: mqtt.Client, b: BrokerConfig, source: str, roster: bool = False) -> None:

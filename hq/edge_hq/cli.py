@@ -20,8 +20,8 @@ import click
 
 from edge.cli.common import emit_json, json_option
 from edge.errors import BadInput
-from edge.hq.config import HqSettings, load_hq_config
-from edge.hq.db import Database, open_database
+from edge_hq.config import HqSettings, load_hq_config
+from edge_hq.db import Database, open_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KEY = "hq_config_path"
@@ -72,7 +72,7 @@ def keys_group() -> None:
 @json_option
 def keys_init(force: bool, as_json: bool) -> None:
     """Make both key files (0600); print the public halves for kiosk configs."""
-    from edge.hq.keys import init_hq_keys
+    from edge_hq.keys import init_hq_keys
 
     cfg = settings()
     pub = init_hq_keys(Path(cfg.keys.dir), force=force)
@@ -102,7 +102,7 @@ def device_group() -> None:
 @json_option
 def device_add(device_id: str, pubkey: str, label: str, as_json: bool) -> None:
     """Register kiosk DEVICE_ID with its base64 Ed25519 PUBKEY (`edge keys show`)."""
-    from edge.hq.registry import add_device
+    from edge_hq.registry import add_device
 
     db = database(settings())
     try:
@@ -120,7 +120,7 @@ def device_add(device_id: str, pubkey: str, label: str, as_json: bool) -> None:
 @json_option
 def device_list(as_json: bool) -> None:
     """List registered kiosks."""
-    from edge.hq.registry import list_devices
+    from edge_hq.registry import list_devices
 
     db = database(settings())
     try:
@@ -144,7 +144,7 @@ def _registered_kiosk(cfg: Any, device_id: str) -> None:
     """--device must be a kiosk id (kiosk- + 16 hex) that HQ's registry holds (exit 2)."""
     import re
 
-    from edge.hq.registry import get_device
+    from edge_hq.registry import get_device
 
     if not re.fullmatch(r"kiosk-[0-9a-f]{16}", device_id):
         raise BadInput(
@@ -197,17 +197,17 @@ def roster_build(
     as_json: bool,
 ) -> None:
     """Templates from reference photos with the kiosk's embedder, signed by HQ."""
-    from edge.hq.keys import load_hq_signing
-    from edge.hq.publish import publish_retained, roster_topic
-    from edge.hq.review import check_reviewer
-    from edge.hq.roster_build import (
+    from edge.records import canonical_json
+    from edge_hq.keys import load_hq_signing
+    from edge_hq.publish import publish_retained, roster_topic
+    from edge_hq.review import check_reviewer
+    from edge_hq.roster_build import (
         build_bundle,
         compute_templates,
         new_bundle_id,
         parse_kpm_csv,
         pipeline_enroller,
     )
-    from edge.records import canonical_json
 
     cfg = settings()
     if out is None and not publish:
@@ -243,7 +243,7 @@ def roster_build(
         out.write_bytes(data)
     if publish:
         if device_id == "*":
-            from edge.hq.registry import list_devices
+            from edge_hq.registry import list_devices
 
             db = database(cfg)
             try:
@@ -281,8 +281,8 @@ def roster_build(
 def _window(valid_from: str | None, valid_until: str | None) -> tuple[float, float]:
     import time
 
-    from edge.hq.roster_build import DEFAULT_VALID_DAYS, default_window
     from edge.roster import parse_utc
+    from edge_hq.roster_build import DEFAULT_VALID_DAYS, default_window
 
     def parse(option: str, text: str) -> float:
         try:
@@ -301,13 +301,13 @@ def _earlier_captures(
     cfg: HqSettings, rows: Any, model: str, per_kpm: int, actor: str, bundle_id: str
 ) -> dict[str, list[tuple[str, Any]]]:
     """Pick (without unsealing), then audit + unseal the chosen earlier match records."""
-    from edge.hq.captures import (
+    from edge_hq.captures import (
         candidates_for,
         periods_under_review,
         pick_captures,
         unseal_captures,
     )
-    from edge.hq.keys import load_hq_box
+    from edge_hq.keys import load_hq_box
 
     box = load_hq_box(Path(cfg.keys.dir))
     db = database(cfg)
@@ -327,7 +327,7 @@ def _earlier_captures(
 @json_option
 def ingest_cmd(max_seconds: float | None, as_json: bool) -> None:
     """Verify, store and ack kiosk records until SIGTERM/SIGINT."""
-    from edge.hq.ingest import run_ingest
+    from edge_hq.ingest import run_ingest
 
     cfg = settings()
     db = database(cfg)
@@ -367,7 +367,7 @@ def regions_group() -> None:
 @json_option
 def regions_import(csv_path: Path, as_json: bool) -> None:
     """Read kpm_id, province, district, subdistrict from a KPM list (other columns ignored)."""
-    from edge.hq.regions import parse_regions_csv, store_regions
+    from edge_hq.regions import parse_regions_csv, store_regions
 
     try:
         text = csv_path.read_bytes().decode("utf-8")
@@ -421,9 +421,9 @@ class _Bar:
 def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
     """Per device, per period/programme, double collection, and suspects (1:N search:
     in-region blocks and a national FAISS pass; killed runs resume)."""
-    from edge.hq.keys import load_hq_box
-    from edge.hq.report import build_report
-    from edge.hq.review import check_reviewer
+    from edge_hq.keys import load_hq_box
+    from edge_hq.report import build_report
+    from edge_hq.review import check_reviewer
 
     cfg = settings()
     who = check_reviewer(_actor(actor))
@@ -510,8 +510,8 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
 @json_option
 def review_cmd(record_id: str, reviewer: str, reason: str, out: Path | None, as_json: bool) -> None:
     """Unseal one record's evidence with HQ's key; the look is audited first."""
-    from edge.hq.keys import load_hq_box
-    from edge.hq.review import check_reviewer, review_record
+    from edge_hq.keys import load_hq_box
+    from edge_hq.review import check_reviewer, review_record
 
     cfg = settings()
     check_reviewer(reviewer)

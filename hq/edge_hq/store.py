@@ -13,9 +13,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from edge.hq.checks import ID_CONFLICT, Accepted, Link, Rejected, dedup, link_issues
-from edge.hq.db import Database
 from edge.records import canonical_json
+from edge_hq.checks import ID_CONFLICT, Accepted, Link, Rejected, dedup, link_issues
+from edge_hq.db import Database
 
 log = logging.getLogger(__name__)
 

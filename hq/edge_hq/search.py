@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.hq.config import SuspectsConfig
-from edge.hq.national import IndexSpec, national_pass
-from edge.hq.regions import Region
-from edge.hq.suspects import Face, Pairs, Suspect, exact_pairs, group_pairs, normalise
+from edge_hq.config import SuspectsConfig
+from edge_hq.national import IndexSpec, national_pass
+from edge_hq.regions import Region
+from edge_hq.suspects import Face, Pairs, Suspect, exact_pairs, group_pairs, normalise
 
 log = logging.getLogger(__name__)
 UNPLACED = "(no region)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import BadInput, DeviceMissing
-from edge.hq.schema import MIGRATIONS, render
+from edge_hq.schema import MIGRATIONS, render
 
 log = logging.getLogger(__name__)
 _MIGRATION_LOCK = 0x6271_6871  # advisory lock id on PostgreSQL ("bqhq")

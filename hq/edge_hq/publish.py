@@ -8,8 +8,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import DeviceMissing
-from edge.hq.config import HqSettings
-from edge.hq.mqtt_tls import apply_tls
+from edge_hq.config import HqSettings
+from edge_hq.mqtt_tls import apply_tls
 
 
 def roster_topic(settings: HqSettings, device_id: str) -> str:

@@ -21,9 +21,9 @@ import numpy as np
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 
-from edge.hq.db import Database
-from edge.hq.store import audit
 from edge.records import open_evidence
+from edge_hq.db import Database
+from edge_hq.store import audit
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from edge.demo.pki import CertFiles, DemoCA
+from edge_tools.demo.pki import CertFiles, DemoCA
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from nacl.public import PrivateKey
 
-from edge.hq.checks import (
+from edge.records import open_evidence
+from edge_hq.checks import (
     BAD_SIGNATURE,
     UNKNOWN_DEVICE,
     Link,
@@ -23,14 +24,13 @@ from edge.hq.checks import (
     double_collections,
     summarise_chain,
 )
-from edge.hq.config import SuspectsConfig
-from edge.hq.db import Database
-from edge.hq.heads import heads_by_device, missing_tail
-from edge.hq.regions import load_regions
-from edge.hq.search import search_period, state_root
-from edge.hq.store import audit
-from edge.hq.suspects import Face
-from edge.records import open_evidence
+from edge_hq.config import SuspectsConfig
+from edge_hq.db import Database
+from edge_hq.heads import heads_by_device, missing_tail
+from edge_hq.regions import load_regions
+from edge_hq.search import search_period, state_root
+from edge_hq.store import audit
+from edge_hq.suspects import Face
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")

@@ -23,11 +23,11 @@ from nacl.signing import SigningKey
 
 from edge.api import request_json
 from edge.config import load_config
-from edge.demo.pki import DemoCA
-from edge.demo.services import DemoBroker, DemoGps, free_port
 from edge.keys import b64, device_id_for, init_device_key
 from edge.records import verify_chain
 from edge.roster import encode_template, sign_bundle
+from edge_tools.demo.pki import DemoCA
+from edge_tools.demo.services import DemoBroker, DemoGps, free_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 HQ_USER = "hq.demo"
@@ -108,10 +108,10 @@ class Demo:
         return gps, mqtt, None
 
     def _start_hq(self, ca: DemoCA, port: int, device_id: str, verify_key: Any) -> Any:
-        from edge.hq.config import BrokerConfig, DatabaseConfig, HqSettings
-        from edge.hq.db import open_database
-        from edge.hq.ingest import IngestWorker
-        from edge.hq.registry import add_device
+        from edge_hq.config import BrokerConfig, DatabaseConfig, HqSettings
+        from edge_hq.db import open_database
+        from edge_hq.ingest import IngestWorker
+        from edge_hq.registry import add_device
 
         cert = ca.issue(HQ_USER)
         settings = HqSettings(

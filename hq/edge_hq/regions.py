@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from edge.errors import BadInput
-from edge.hq.db import Database
+from edge_hq.db import Database
 
 _ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 _NAME_MAX = 128

@@ -1,0 +1,1 @@
+"""Developer and evaluation tools (the demo, `edge eval`, `edge liveness eval`): not for kiosks."""

@@ -1,0 +1,1 @@
+"""Offline evaluation (face accuracy, PAD error rates, DET plots): not for kiosks."""
