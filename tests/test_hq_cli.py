@@ -144,7 +144,8 @@ def test_device_review_and_report(
     rep = json.loads(out)
     assert rep["devices"][kiosk.device_id]["records"] == 2
     assert rep["suspects"][0]["kpm_ids"] == ["A", "B"]
-    assert rep["suspect_fmr"] == 1e-4
+    assert rep["suspect_search"]["national_threshold"] == 0.8493
+    assert rep["suspects"][0]["found_by"] == ["national", "region"]
     code, out, _ = run(capsys, "hq", "report", "--no-suspects", *cfg)
     assert code == 0 and "suspects" not in out and kiosk.device_id in out
     actions = db.rows("SELECT actor, action, record_id FROM audit ORDER BY id")

@@ -10,6 +10,7 @@ import getpass
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -364,13 +365,71 @@ def _actor(given: str | None) -> str:
         return f"uid:{os.getuid()}"
 
 
+@hq_group.group("regions")
+def regions_group() -> None:
+    """Where each KPM lives: the 1:N search's in-region blocks."""
+
+
+@regions_group.command("import")
+@hq_config_option
+@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@json_option
+def regions_import(csv_path: Path, as_json: bool) -> None:
+    """Read kpm_id, province, district, subdistrict from a KPM list (other columns ignored)."""
+    from edge_hq.regions import parse_regions_csv, store_regions
+
+    try:
+        text = csv_path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{csv_path}: file not found") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{csv_path}: not UTF-8 text") from None
+    regions = parse_regions_csv(text, str(csv_path))
+    db = database(settings())
+    try:
+        n = store_regions(db, regions)
+    finally:
+        db.close()
+    districts = len({r.key("district") for r in regions.values()})
+    if as_json:
+        emit_json({"kpms": n, "districts": districts})
+    else:
+        click.echo(f"stored the region of {n} KPMs in {districts} districts")
+
+
+class _Bar:
+    """One stderr progress bar per period for the national pass (nothing for tiny runs)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.period = ""
+        self.shown = 0
+
+    def __call__(self, period: str, done: int, total: int) -> None:
+        if period != self.period:
+            self.close()
+            self.period = period
+            label = f"1:N national pass {period}"
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            self.bar.__enter__()
+            self.shown = 0
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 @hq_group.command("report")
 @hq_config_option
 @click.option("--no-suspects", is_flag=True, help="Skip the 1:N search (needs no private key).")
 @click.option("--actor", default=None, help="Who runs the 1:N search (audit); default: OS user.")
 @json_option
 def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
-    """Per device, per period/programme, double collection, and suspects (1:N at FMR 1e-4)."""
+    """Per device, per period/programme, double collection, and suspects (1:N search:
+    in-region blocks and a national FAISS pass; killed runs resume)."""
     from edge_hq.keys import load_hq_box
     from edge_hq.report import build_report
     from edge_hq.review import check_reviewer
@@ -379,9 +438,11 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
     who = check_reviewer(_actor(actor))
     box = None if no_suspects else load_hq_box(Path(cfg.keys.dir))
     db = database(cfg)
+    bar = _Bar()
     try:
-        report = build_report(db, box, who)
+        report = build_report(db, box, who, cfg.suspects, bar)
     finally:
+        bar.close()
         db.close()
     if as_json:
         emit_json(report)
@@ -421,10 +482,30 @@ def report_cmd(no_suspects: bool, actor: str | None, as_json: bool) -> None:
         )  # fmt: skip
     if report["suspects"] is not None:
         click.echo(f"suspects: {len(report['suspects'])}")
+        for p in report["suspect_search"].get("periods", []):
+            reg, nat = p["region"], p["national"]
+            click.echo(
+                f"  searched {p['period']}: {p['faces']} faces"
+                + (
+                    f"; in-region by {reg['level']} at {reg['threshold']}: "
+                    f"{len(reg['blocks'])} blocks"
+                    if reg
+                    else ""
+                )
+                + (
+                    f"; national {nat['index']} at {nat['threshold']} "
+                    + ", ".join(
+                        f"{k} {nat[k]}" for k in ("nlist", "nprobe", "M", "efSearch") if k in nat
+                    )
+                    if nat
+                    else ""
+                )
+            )
         for sus in report["suspects"]:
             click.echo(
                 f"  {sus['period']} same face for {', '.join(sus['kpm_ids'])} "
-                f"(score {sus['max_score']}): records {', '.join(sus['record_ids'])}"
+                f"(score {sus['max_score']}, found by {', '.join(sus['found_by'])}): "
+                f"records {', '.join(sus['record_ids'])}"
             )
 
 

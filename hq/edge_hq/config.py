@@ -67,6 +67,35 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class SuspectsConfig:
+    """The 1:N search for one face behind several KPMs (docs/suspects.md).
+
+    Two passes per period. In-region: every pair inside a block of the KPMs' own district
+    or sub-district (`kpm_regions`, from the KPM list), exact, at `region_threshold`; proxy
+    collection is local, and small blocks keep false leads few. National: every face
+    against every other through a FAISS index, range search at `national_threshold`,
+    stricter because the pairs are n^2/2. Thresholds come from `python -m bench.hq_calibrate`
+    for the shipped embedder: recompute them when the model changes.
+    """
+
+    region_level: str = field(
+        default="district", metadata={"choices": ("district", "subdistrict", "none")}
+    )
+    region_threshold: float = field(default=0.698, metadata=rng(-1.0, 1.0))
+    max_block: int = field(default=200_000, metadata=rng(2, 100_000_000))
+    national: bool = True
+    national_threshold: float = field(default=0.8493, metadata=rng(-1.0, 1.0))
+    index: str = field(default="ivf", metadata={"choices": ("ivf", "hnsw", "flat")})
+    ivf_nlist: int = field(default=0, metadata=rng(0, 1_000_000))  # 0: 4*sqrt(n)
+    ivf_nprobe: int = field(default=64, metadata=rng(1, 1_000_000))  # bench.hq_nprobe
+    hnsw_m: int = field(default=32, metadata=rng(4, 256))
+    hnsw_ef_search: int = field(default=128, metadata=rng(8, 100_000))
+    chunk: int = field(default=50_000, metadata=rng(100, 10_000_000))
+    index_dir: str = ""  # "": beside a SQLite database (<db>.suspects/); see search.py
+    threads: int = field(default=0, metadata=rng(0, 256))  # 0: FAISS's default
+
+
+@dataclass(frozen=True)
 class HqSettings:
     """The whole HQ configuration; `source` names the file it came from."""
 
@@ -74,6 +103,7 @@ class HqSettings:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    suspects: SuspectsConfig = field(default_factory=SuspectsConfig)
     source: str = "<defaults>"
 
 
@@ -108,6 +138,11 @@ def _cross_checks(cfg: HqSettings) -> None:
         )
     if not cfg.keys.dir:
         raise ConfigError(path, "keys.dir", "expected a directory path")
+    sus = cfg.suspects
+    if sus.region_level == "none" and not sus.national:
+        raise ConfigError(
+            path, "suspects.national", "expected true when region_level is none (no search)"
+        )
 
 
 def parse_hq_config(data: dict[str, Any], source: str = "<string>") -> HqSettings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,16 +24,13 @@ from edge_hq.checks import (
     double_collections,
     summarise_chain,
 )
+from edge_hq.config import SuspectsConfig
 from edge_hq.db import Database
 from edge_hq.heads import heads_by_device, missing_tail
+from edge_hq.regions import load_regions
+from edge_hq.search import search_period, state_root
 from edge_hq.store import audit
-from edge_hq.suspects import (
-    FMR_1E4_THRESHOLD,
-    SUSPECT_FMR_TARGET,
-    SUSPECT_THRESHOLD_FMR,
-    Face,
-    find_suspects,
-)
+from edge_hq.suspects import Face
 
 log = logging.getLogger(__name__)
 SERVED = ("match", "manual")
@@ -270,39 +268,91 @@ def _record_facts(db: Database, ids: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+Progress = Callable[[str, int, int], None]
+
+
 def suspects_report(
-    db: Database, box_key: PrivateKey, actor: str, threshold: float = FMR_1E4_THRESHOLD
-) -> list[dict[str, Any]]:
+    db: Database,
+    box_key: PrivateKey,
+    actor: str,
+    search: SuspectsConfig,
+    progress: Progress | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(suspect groups, what was searched per period: blocks, index, parameters)."""
     periods = [str(p) for (p,) in db.rows("SELECT DISTINCT period FROM records ORDER BY period")]
-    audit(db, actor, "report-1:N", None, {"periods": periods, "threshold": threshold})
+    audit(
+        db,
+        actor,
+        "report-1:N",
+        None,
+        {
+            "periods": periods,
+            "region_level": search.region_level,
+            "region_threshold": search.region_threshold,
+            "national": search.national,
+            "national_threshold": search.national_threshold,
+            "index": search.index,
+        },
+    )
+    regions = load_regions(db) if search.region_level != "none" else {}
+    out, searched = [], []
+    with state_root(search, db.url) as (root, kept):
+        for period in periods:
+            faces = period_faces(db, box_key, period)
+
+            def step(done: int, total: int, period: str = period) -> None:
+                if progress is not None:
+                    progress(period, done, total)
+
+            res = search_period(period, faces, regions, search, root, step)
+            if res.info["national"] is not None and not kept:
+                res.info["national"]["index_file"] = None  # temporary: set suspects.index_dir
+            searched.append(res.info)
+            out.extend(_suspect_rows(db, period, res.suspects))
+    return out, searched
+
+
+def _suspect_rows(db: Database, period: str, suspects: list[Any]) -> list[dict[str, Any]]:
     out = []
-    for period in periods:
-        faces = period_faces(db, box_key, period)
-        for s in find_suspects(faces, threshold):
-            out.append(
-                {
-                    "period": period,
-                    "kpm_ids": list(s.kpm_ids),
-                    "record_ids": list(s.record_ids),
-                    "device_ids": list(s.device_ids),
-                    "max_score": s.max_score,
-                    "records": _record_facts(db, list(s.record_ids)),
-                }
-            )
+    for s in suspects:
+        out.append(
+            {
+                "period": period,
+                "kpm_ids": list(s.kpm_ids),
+                "record_ids": list(s.record_ids),
+                "device_ids": list(s.device_ids),
+                "max_score": s.max_score,
+                "found_by": list(s.found_by),
+                "records": _record_facts(db, list(s.record_ids)),
+            }
+        )
     return out
 
 
 def build_report(
-    db: Database, box_key: PrivateKey | None, actor: str, threshold: float = FMR_1E4_THRESHOLD
+    db: Database,
+    box_key: PrivateKey | None,
+    actor: str,
+    search: SuspectsConfig | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
+    search = search or SuspectsConfig()
     report: dict[str, Any] = {
         "devices": device_report(db),
         "unknown_devices": unknown_devices(db),
         "periods": period_report(db),
         "double_collection": double_collection_report(db),
-        "suspect_threshold": threshold,
-        "suspect_fmr": SUSPECT_FMR_TARGET,
-        "suspect_threshold_fmr": SUSPECT_THRESHOLD_FMR,
+        "suspect_search": {
+            "region_level": search.region_level,
+            "region_threshold": search.region_threshold,
+            "national": search.national,
+            "national_threshold": search.national_threshold,
+            "calibration": "docs/suspects.md (python -m bench.hq_calibrate)",
+        },
     }
-    report["suspects"] = None if box_key is None else suspects_report(db, box_key, actor, threshold)
+    report["suspects"] = None
+    if box_key is not None:
+        found, searched = suspects_report(db, box_key, actor, search, progress)
+        report["suspects"] = found
+        report["suspect_search"]["periods"] = searched
     return report

@@ -124,6 +124,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE quarantine ADD COLUMN payload_sha256 TEXT",
         ],
     ),
+    (
+        # Where each KPM lives (from the KPM list): the 1:N search blocks by district or
+        # sub-district, because proxy collection happens where the proxy lives.
+        "008_kpm_regions",
+        [
+            """CREATE TABLE kpm_regions (
+                kpm_id TEXT PRIMARY KEY,
+                province TEXT NOT NULL DEFAULT '',
+                district TEXT NOT NULL DEFAULT '',
+                subdistrict TEXT NOT NULL DEFAULT '',
+                updated_at {real} NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 
