@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 from dataclasses import dataclass
 
+from bansos_contract.ids import TEXT_ID as _ID
 from edge.errors import BadInput
 from edge_hq.db import Database
 
-_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,64}\Z")
 _NAME_MAX = 128
 LEVELS = ("province", "district", "subdistrict")
 
