@@ -156,3 +156,29 @@ def test_compare_flags_an_embedding_below_the_bar() -> None:
     assert [m.ok for m in missing] == [False, False] and "did not run on arm64" in missing[
         0
     ].problems[0]
+
+
+def test_compare_holds_the_model_and_the_chain_to_their_own_bars() -> None:
+    """The embedder is judged on the same input on both machines; the detect-align-embed
+    chain (each machine's own landmarks) has its own, looser bar, and still fails below it."""
+    rng = np.random.default_rng(11)
+    e = rng.normal(size=128)
+    e /= np.linalg.norm(e)
+    raw = rng.normal(size=50)
+
+    def probe(chain: np.ndarray, fixed: np.ndarray) -> dict[str, Any]:
+        b64 = base64.b64encode(np.asarray(fixed, "<f4").tobytes()).decode()
+        return {**_probe(chain, raw), "embedding_fixed": b64}
+
+    jitter = e + rng.normal(size=128) * 0.005  # cosine ~0.998: landmark jitter, not the model
+    broken = e + rng.normal(size=128) * 0.2  # cosine ~0.4: a real divergence
+    host = {"runtimes": {"litert": {"photos": {"p": probe(e, e)}}}}
+    jittery = {"runtimes": {"litert": {"photos": {"p": probe(jitter, e)}}}}
+    assert all(m.ok for m in compare(host, jittery))
+    _, emb = compare(host, jittery)
+    assert emb.min_cosine == pytest.approx(1.0)
+    assert emb.chain_min_cosine is not None and 0.995 < emb.chain_min_cosine < 0.999
+    _, emb = compare(host, {"runtimes": {"litert": {"photos": {"p": probe(broken, e)}}}})
+    assert not emb.ok and "chain" in emb.problems[0]
+    _, emb = compare(host, {"runtimes": {"litert": {"photos": {"p": probe(e, broken)}}}})
+    assert not emb.ok and emb.min_cosine < 0.999

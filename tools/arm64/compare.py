@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 MIN_COSINE = 0.999
+# the whole chain (detector -> landmarks -> alignment -> int8 embedder) on each machine:
+# sub-pixel landmark jitter moves the int8 embedding more than the model's own arithmetic
+MIN_CHAIN_COSINE = 0.995
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ModelAgreement:
     min_cosine: float
     max_px: float | None  # detector only: largest box/landmark difference in pixels
     problems: tuple[str, ...]
+    chain_min_cosine: float | None = None  # embedder only: after each machine's own detection
 
     @property
     def ok(self) -> bool:
@@ -69,6 +73,7 @@ def compare(host: dict[str, Any], arm: dict[str, Any]) -> list[ModelAgreement]:
 def _runtime(rt: str, h: dict[str, Any], a: dict[str, Any]) -> list[ModelAgreement]:
     det_cos: list[float] = []
     emb_cos: list[float] = []
+    chain_cos: list[float] = []
     px: list[float] = []
     det_prob: list[str] = []
     emb_prob: list[str] = []
@@ -85,18 +90,29 @@ def _runtime(rt: str, h: dict[str, Any], a: dict[str, Any]) -> list[ModelAgreeme
             continue
         diff = np.abs(np.r_[ph["box"], ph["landmarks"]] - np.r_[pa["box"], pa["landmarks"]])
         px.append(float(diff.max()))
-        emb_cos.append(cosine(_vec(ph["embedding"]), _vec(pa["embedding"])))
+        chain = cosine(_vec(ph["embedding"]), _vec(pa["embedding"]))
+        chain_cos.append(chain)
+        if "embedding_fixed" in ph and "embedding_fixed" in pa:
+            emb_cos.append(cosine(_vec(ph["embedding_fixed"]), _vec(pa["embedding_fixed"])))
+        else:  # an older probe: the chain is all there is
+            emb_cos.append(chain)
     if not emb_cos:
         emb_prob.append("no photo gave a face on both sides")
     for values, probs in ((det_cos, det_prob), (emb_cos, emb_prob)):
         low = [v for v in values if v < MIN_COSINE]
         if low:
             probs.append(f"{len(low)} photo(s) below cosine {MIN_COSINE} (lowest {min(low):.6f})")
+    low_chain = [v for v in chain_cos if v < MIN_CHAIN_COSINE]
+    if low_chain:
+        emb_prob.append(
+            f"{len(low_chain)} photo(s) whose detect-align-embed chain is below cosine "
+            f"{MIN_CHAIN_COSINE} (lowest {min(low_chain):.6f})"
+        )
     return [
         ModelAgreement("detector", rt, len(det_cos), min(det_cos, default=float("-inf")),
                        max(px, default=0.0), tuple(det_prob)),
         ModelAgreement("embedder", rt, len(emb_cos), min(emb_cos, default=float("-inf")),
-                       None, tuple(emb_prob)),
+                       None, tuple(emb_prob), min(chain_cos, default=float("-inf"))),
     ]  # fmt: skip
 
 

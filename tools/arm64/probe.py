@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from edge.config import FaceConfig
 from edge.infer.align import align_face
@@ -25,6 +26,15 @@ from edge.infer.yunet import decode, pick_subject, to_detections
 
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, "<f4").tobytes()).decode("ascii")
+
+
+def _fixed_crop(frame: np.ndarray) -> np.ndarray:
+    """The frame's centre square at 112x112, identical bytes on every machine."""
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(frame[top : top + side, left : left + side]))
+    return np.asarray(square.resize((112, 112), Image.Resampling.BILINEAR))
 
 
 def probe(pipe: FacePipeline, path: str) -> dict[str, Any]:
@@ -43,6 +53,9 @@ def probe(pipe: FacePipeline, path: str) -> dict[str, Any]:
     emb = pipe.embedder.embed(crop)
     return {
         **out,
+        # the embedder alone, on the same input on both machines (PIL's 8-bit resize is
+        # integer arithmetic): the chain's embedding also carries the detector's jitter
+        "embedding_fixed": _b64(pipe.embedder.embed(_fixed_crop(frame))),
         "box": [float(v) for v in subject.box],
         "landmarks": np.asarray(subject.landmarks, float).reshape(-1).tolist(),
         "score": float(subject.score),
