@@ -35,7 +35,7 @@ from edge.infer.pipeline import FacePipeline, enroll_template  # noqa: E402
 from edge.records import canonical_json  # noqa: E402
 from edge_hq.roster_build import KpmRow, build_bundle  # noqa: E402
 from tools.arm64 import kiosk, rootfs, wheels  # noqa: E402
-from tools.arm64.compare import MIN_COSINE, Decision, compare  # noqa: E402
+from tools.arm64.compare import MIN_COSINE, MIN_EMBEDDER_COSINE, Decision, compare  # noqa: E402
 from tools.arm64.rootfs import CheckError  # noqa: E402
 
 RUNTIMES = ("tflite_runtime", "litert")
@@ -150,6 +150,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "ok": ok,
         "min_cosine": MIN_COSINE,
+        "min_embedder_cosine": MIN_EMBEDDER_COSINE,
         "root": {
             "suite": "bookworm",
             "arch": "arm64",
